@@ -1,0 +1,1 @@
+"""fastface_lite: learn, inspect and measure FastFace on few-step SDXL models."""
