@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny offline pipelines (built once per session) and ID inputs for them."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("FASTFACE_MODE", "tiny")
+
+
+def _quiet():
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+
+
+@pytest.fixture(scope="session")
+def tiny_faceid():
+    import fastface_lite as ff
+
+    _quiet()
+    pipe = ff.tiny_pipeline(adapter="faceid", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_plus():
+    import fastface_lite as ff
+
+    _quiet()
+    pipe = ff.tiny_pipeline(adapter="faceid-plusv2", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def random_id_inputs(pipe, seed=1):
+    """ID inputs from a random unit embedding and a random face-sized crop."""
+    from fastface_lite.id_inputs import adapter_id_dim, id_inputs
+
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal(adapter_id_dim(pipe)).astype(np.float32)
+    emb /= np.linalg.norm(emb)
+    crop = rng.integers(0, 256, size=(112, 112, 3), dtype=np.uint8)
+    return id_inputs(pipe, emb, crop)
