@@ -199,6 +199,7 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                         continue
                     branches = (0, 1, 2) if evaluate_all_branches else self._branches_for_step(cfg, i, t)
                     context.step_index, context.timestep, context.branches = i, float(t), branches
+                    context.branch_names = tuple(dcg.BRANCH_NAMES[cfg.guidance.dcg_type][k] for k in branches)
                     noise_pred = self._evaluate_branches(latents, t, branches, inputs, add_time_ids, unet_kwargs)
                     if cfg.guidance.record_norms:
                         result.guidance_norms.append(dcg.term_norms(noise_pred, cfg.guidance.dcg_type))

@@ -32,12 +32,14 @@ class StepContext:
         step_index: index of the denoising step being evaluated.
         timestep: its scheduler timestep.
         branches: guidance branches in the batch, in batch order (e.g. (0, 1, 2) or (2,)).
+        branch_names: their names, e.g. ("uncond", "id", "text+id") for FastFace's dcg_type 3.
         batch_per_branch: images per branch.
     """
 
     step_index: Optional[int] = None
     timestep: Optional[float] = None
     branches: tuple[int, ...] = ()
+    branch_names: tuple[str, ...] = ()
     batch_per_branch: int = 1
 
 
