@@ -1,0 +1,42 @@
+"""The `fastface` command line: `fastface demo`, `fastface eval`, `fastface metrics`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out_dir=args.out, prompt=args.prompt, face=args.face, seed=args.seed, adapter=args.adapter)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastface", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the six FastFace variants on the offline tiny pipeline")
+    demo.add_argument("--out", default="figures", help="folder for the image grid and the table")
+    demo.add_argument("--prompt", default="a photo of a person reading in a park")
+    demo.add_argument("--face", default="astronaut", help="a name in data/faces or a path to a photo")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--adapter", default="faceid-plusv2", choices=["faceid", "faceid-plusv2"])
+    demo.set_defaults(run=_demo)
+
+    try:  # the evaluation commands live with the evaluation runner
+        from .cli_eval import register
+    except ImportError:
+        pass
+    else:
+        register(commands)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
