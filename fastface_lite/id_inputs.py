@@ -65,7 +65,7 @@ def id_inputs(pipe, embedding, crop=None) -> IDInputs:
             them, one per identity image. The reference passes insightface's BGR crop to CLIP
             unchanged; pass what you want CLIP to see.
     """
-    emb = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
+    emb = torch.tensor(np.array(embedding, dtype=np.float32))  # a copy: Face arrays are read-only
     if emb.ndim == 1:
         emb = emb[None]
     expected = adapter_id_dim(pipe)

@@ -223,7 +223,7 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             for layer, value in saved_clip.items():
                 layer.clip_embeds = value
 
-        result.images = self._decode(latents, output_type)
+        result.images = self.latents_to_images(latents, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (result.images,)
@@ -297,7 +297,9 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             per_branch[k] = chunk
         return per_branch
 
-    def _decode(self, latents, output_type):
+    @torch.no_grad()
+    def latents_to_images(self, latents, output_type="pil"):
+        """Decode final latents (B, 4, h, w) with the VAE, as the call does for `output_type`."""
         if output_type == "latent":
             return latents
         vae = self.vae
