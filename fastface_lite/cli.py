@@ -35,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as err:  # bad input: say what and where, no traceback
+        print(f"fastface {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

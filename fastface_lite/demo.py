@@ -20,11 +20,15 @@ def identity_inputs(pipe, face: str):
     from .faces import FaceAnalyzer
     from .id_inputs import id_inputs, needs_clip
 
-    photo = face_path(face) if not Path(face).is_file() else Path(face)
+    photo = _photo(face)
     analyzer = FaceAnalyzer(backend="dlib")
     found = analyzer.largest(photo)
     crop = found.aligned_crop(photo, size=224) if needs_clip(pipe) else None
     return id_inputs(pipe, found.embedding, crop), photo
+
+
+def _photo(face: str) -> Path:
+    return Path(face) if Path(face).is_file() else face_path(face)
 
 
 def run_variants(pipe, inputs, prompt: str, seed: int, model: str = "hyper") -> list[dict]:
@@ -53,9 +57,10 @@ def run_demo(out_dir="figures", prompt="a photo of a person reading in a park", 
 
     from .models import tiny_pipeline
 
+    _photo(face)  # a wrong name fails here, before anything is built
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"mode: tiny (offline, random weights: the images are noise; the mechanics are real)")
+    print("mode: tiny (offline, random weights: the images are noise; the mechanics are real)")
     pipe = tiny_pipeline(adapter=adapter, seed=seed)
     pipe.set_progress_bar_config(disable=True)
     inputs, photo = identity_inputs(pipe, face)
