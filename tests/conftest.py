@@ -17,24 +17,23 @@ def _quiet():
     tlog.set_verbosity_error()
 
 
-@pytest.fixture(scope="session")
-def tiny_faceid():
+def _tiny(adapter):
     import fastface_lite as ff
 
     _quiet()
-    pipe = ff.tiny_pipeline(adapter="faceid", seed=0)
+    pipe = ff.tiny_pipeline(adapter=adapter, seed=0)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_faceid():
+    return _tiny("faceid")
 
 
 @pytest.fixture(scope="session")
 def tiny_plus():
-    import fastface_lite as ff
-
-    _quiet()
-    pipe = ff.tiny_pipeline(adapter="faceid-plusv2", seed=0)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _tiny("faceid-plusv2")
 
 
 def random_id_inputs(pipe, seed=1):
