@@ -43,7 +43,7 @@ def build(size: str, device: str, dtype: torch.dtype):
         pipe = ff.tiny_pipeline(adapter="faceid-plusv2", seed=0)
     else:
         pipe = models.sized_pipeline(replace(models.TINY, **overrides), adapter="faceid-plusv2", seed=0,
-                                     sample_size=latent)
+                                     image_size=latent * 8)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device, dtype)
     rng = np.random.default_rng(0)

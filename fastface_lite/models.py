@@ -341,7 +341,8 @@ def _tokenizer_folder() -> Path:
 
 
 def tiny_components(
-    seed: int = 0, model: str = "hyper", dims: TinyDims = TINY, with_image_encoder: bool = False
+    seed: int = 0, model: str = "hyper", dims: TinyDims = TINY, with_image_encoder: bool = False,
+    image_size: int | None = None,
 ) -> dict:
     """The modules of a tiny SDXL pipeline (random weights, deterministic from `seed`).
 
@@ -349,7 +350,8 @@ def tiny_components(
     CLIP vision tower and its `CLIPImageProcessor` are filled in (needed by FaceID Plus v2).
     """
     _check_model(model)
-    latent = tiny_size(model) // 2 ** (len(dims.vae_channels) - 1)
+    image_size = image_size or tiny_size(model)
+    latent = image_size // 2 ** (len(dims.vae_channels) - 1)
     tokenizer, tokenizer_2 = sdxl_tokenizers(_tokenizer_folder())
     parts = {
         "text_encoder": _build(
@@ -361,7 +363,7 @@ def tiny_components(
         "tokenizer": tokenizer,
         "tokenizer_2": tokenizer_2,
         "unet": _build(seed, "unet", lambda: _tiny_unet(dims, latent)),
-        "vae": _build(seed, "vae", lambda: _tiny_vae(dims, tiny_size(model))),
+        "vae": _build(seed, "vae", lambda: _tiny_vae(dims, image_size)),
         "scheduler": make_scheduler(model),
         "image_encoder": None,
         "feature_extractor": None,
@@ -552,13 +554,27 @@ def tiny_pipeline(
     return copy.deepcopy(built, memo=shared).to(device)
 
 
-def _build_tiny_pipeline(adapter: str | None, seed: int, model: str) -> FastFacePipeline:
+def sized_pipeline(
+    dims: TinyDims, adapter: str | None = "faceid-plusv2", seed: int = 0, model: str = "hyper",
+    image_size: int | None = None,
+) -> FastFacePipeline:
+    """Like `tiny_pipeline` but with other sizes (e.g. a mid-size or full-size SDXL UNet shape
+    with random weights, for benchmarks). Built fresh each call, not memoised."""
+    _check_model(model)
+    _check_adapter(adapter)
+    return _build_tiny_pipeline(adapter, seed, model, dims, image_size)
+
+
+def _build_tiny_pipeline(
+    adapter: str | None, seed: int, model: str, dims: TinyDims = TINY, image_size: int | None = None
+) -> FastFacePipeline:
     # peft draws random LoRA inits while loading (then overwritten): keep the caller's RNG untouched
     with torch.random.fork_rng(devices=[]):
-        parts = tiny_components(seed, model, TINY, with_image_encoder=adapter == "faceid-plusv2")
+        parts = tiny_components(seed, model, dims, with_image_encoder=adapter == "faceid-plusv2",
+                                image_size=image_size)
         pipe = FastFacePipeline(**parts, force_zeros_for_empty_prompt=True)
         if adapter is not None:
-            folder = write_faceid_adapter(pipe.unet, adapter, seed)
+            folder = write_faceid_adapter(pipe.unet, adapter, seed, dims)
             with _quiet_diffusers():  # its "no text-encoder LoRA keys" notices are expected here
                 _load_faceid(pipe, adapter, str(folder))
     pipe.set_progress_bar_config(disable=True)
@@ -630,7 +646,6 @@ def load_pipeline(
     adapter: str | None = "faceid-plusv2",
     device: str = "cuda",
     dtype: torch.dtype = torch.float16,
-    faceid_lora_scale: float | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> FastFacePipeline:
     """The real SPEC §1 preset `model` for `steps` steps, with the FaceID `adapter`, on `device`.
@@ -638,15 +653,13 @@ def load_pipeline(
     model: one of MODEL_PRESETS (hyper, lightning, lcm, turbo, base). steps: picks the Hyper /
     Lightning checkpoint (1/2/4/8, 2/4/8); other presets accept any count. adapter: "faceid",
     "faceid-plusv2" (also loads CLIP ViT-H/14 as `image_encoder`) or None. dtype float16 loads the
-    fp16 variant files of SDXL base. faceid_lora_scale: weight of the `faceid_0` LoRA (None keeps
-    diffusers' 1.0). cache_dir: hub cache folder (default: huggingface_hub's); with HF_HUB_OFFLINE=1
+    fp16 variant files of SDXL base. The FaceID LoRA stays at 1.0 here: its weight is set per call by
+    `FastFaceConfig.faceid_lora_scale`, so the pipeline holds no hidden weight. cache_dir: hub cache folder (default: huggingface_hub's); with HF_HUB_OFFLINE=1
     only cached files are read.
     """
     preset = _check_model(model)
     _check_steps(preset, steps)
     _check_adapter(adapter)
-    if adapter is None and faceid_lora_scale is not None:
-        raise ValueError("faceid_lora_scale is set but adapter=None; pass an adapter or drop the scale.")
     hub = {"cache_dir": cache_dir, "local_files_only": _offline()}
     variant = "fp16" if dtype == torch.float16 else None
 
@@ -665,6 +678,4 @@ def load_pipeline(
         pipe.register_modules(image_encoder=encoder, feature_extractor=_clip_processor(encoder.config.image_size))
     if adapter is not None:
         _load_faceid(pipe, adapter, FACEID_REPO, **hub)
-        if faceid_lora_scale is not None:
-            pipe.set_adapters(["faceid_0"], adapter_weights=[float(faceid_lora_scale)])
     return pipe.to(device)

@@ -245,7 +245,6 @@ def test_tiny_stock_call_uses_the_id(adapter, face):
         (dict(model="lightning", steps=1), ["steps=1", "[2, 4, 8]"]),
         (dict(model="lcm", steps=0), ["steps=0"]),
         (dict(adapter="faceid-plus"), ["adapter='faceid-plus'", "faceid-plusv2", "None"]),
-        (dict(adapter=None, faceid_lora_scale=0.6), ["faceid_lora_scale", "adapter=None"]),
     ],
 )
 def test_load_pipeline_validates_arguments(kwargs, words):
@@ -434,14 +433,24 @@ def test_load_pipeline_presets_offline(offline, model):
 
 
 def test_load_pipeline_plusv2_runs_offline(offline, face):
-    pipe = load(offline, "hyper", adapter="faceid-plusv2", faceid_lora_scale=0.6)
+    pipe = load(offline, "hyper", adapter="faceid-plusv2")
     check_faceid_loaded(pipe)
     projection = pipe.unet.encoder_hid_proj.image_projection_layers[0]
     assert projection.shortcut is True and projection.shortcut_scale == 1.0
     assert pipe.image_encoder.config.hidden_size == TINY.clip_hidden
     assert pipe.feature_extractor.crop_size["height"] == pipe.image_encoder.config.image_size
     to_q = pipe.unet.get_submodule("mid_block.attentions.0.transformer_blocks.0.attn2.to_q")
-    assert to_q.scaling["faceid_0"] == pytest.approx(0.6)
+    assert to_q.scaling["faceid_0"] == pytest.approx(1.0)  # per-call weight lives in FastFaceConfig
+    # the FastFace loop on the hub-loaded pipeline, LoRA weight 0.6 for this call only
+    import fastface_lite as ff
+    from fastface_lite.id_inputs import id_inputs
+
+    inputs = id_inputs(pipe, np.ones(TINY_ID_DIM, np.float32) / TINY_ID_DIM ** 0.5, face)
+    cfg = ff.FastFaceConfig.preset("fastface-am2", faceid_lora_scale=0.6)
+    out = pipe(prompt="a photo of a person", fastface=cfg, height=64, width=64, output_type="np",
+               generator=torch.Generator().manual_seed(0), **inputs.call_kwargs())
+    assert out.images.shape == (1, 64, 64, 3) and np.isfinite(out.images).all() and out.unet_evaluations == 12
+    assert to_q.scaling["faceid_0"] == pytest.approx(1.0)  # restored after the call
     set_clip_embeds(pipe, face)
     id_embeds = torch.randn(1, 1, TINY_ID_DIM, generator=torch.Generator().manual_seed(0))
     image = call_stock(pipe, id_embeds, steps=2, height=64, width=64)

@@ -198,3 +198,14 @@ def test_errors_are_clear(tiny_faceid, tiny_plus):
         run(tiny_faceid, "am1", callback_on_step_end=lambda p, i, t, k: {"prompt_embeds": 0})
     # the failed calls left nothing installed
     assert not any(isinstance(p, FastFaceAttnProcessor) for p in tiny_faceid.unet.attn_processors.values())
+
+
+def test_faceid_lora_weight_applies_to_the_call_only(tiny_faceid):
+    to_q = tiny_faceid.unet.get_submodule("mid_block.attentions.0.transformer_blocks.0.attn2.to_q")
+    full = run(tiny_faceid, "am1").images
+    weaker = run(tiny_faceid, ff.FastFaceConfig.preset("am1", faceid_lora_scale=0.6)).images
+    assert not torch.allclose(full, weaker)
+    assert to_q.scaling["faceid_0"] == pytest.approx(to_q.lora_alpha["faceid_0"] / to_q.r["faceid_0"])
+    assert torch.equal(run(tiny_faceid, "am1").images, full)
+    with pytest.raises(ValueError, match="faceid_lora_scale"):
+        run(tiny_faceid, "am1", cross_attention_kwargs={"scale": 0.5})
