@@ -19,6 +19,13 @@ from .errors import ConfigError
 from .mode import run_mode
 from .schedules import WeightSchedule
 
+__all__ = [
+    "attention", "guidance", "schedules", "MODELS", "PRESETS", "AttentionConfig", "AttentionSchedule",
+    "FastFaceConfig", "GuidanceConfig", "PartConstants", "PartTable", "ConfigError", "run_mode",
+    "WeightSchedule", "FastFacePipeline", "FastFaceOutput", "tiny_pipeline", "load_pipeline", "install",
+    "StepContext", "EvalSpec", "run_evaluation", "recompute_metrics", "trace",
+]
+
 
 def __getattr__(name):
     # The diffusers-backed layer is imported on first use: the math layer stays light to import.
@@ -29,6 +36,10 @@ def __getattr__(name):
         "load_pipeline": ("models", "load_pipeline"),
         "install": ("processor", "install"),
         "StepContext": ("processor", "StepContext"),
+        "EvalSpec": ("evaluate", "EvalSpec"),
+        "run_evaluation": ("evaluate", "run_evaluation"),
+        "recompute_metrics": ("evaluate", "recompute_metrics"),
+        "trace": ("recorder", "trace"),
     }
     if name in lazy:
         import importlib

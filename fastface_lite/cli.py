@@ -24,12 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--adapter", default="faceid-plusv2", choices=["faceid", "faceid-plusv2"])
     demo.set_defaults(run=_demo)
 
-    try:  # the evaluation commands live with the evaluation runner
-        from .cli_eval import register
-    except ImportError:
-        pass
-    else:
-        register(commands)
+    from .cli_eval import register  # `eval` and `metrics` live with the evaluation runner
+
+    register(commands)
     return parser
 
 

@@ -16,7 +16,7 @@ Reads top to bottom like diffusers' SDXL pipeline. What differs:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 from diffusers import StableDiffusionXLPipeline

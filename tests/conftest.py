@@ -3,7 +3,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("FASTFACE_MODE", "tiny")

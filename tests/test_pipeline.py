@@ -171,7 +171,7 @@ def test_images_decode_and_callbacks_see_steps(tiny_faceid):
         seen.append((i, int(t), tuple(kwargs)))
         return {}
 
-    out = run(tiny_faceid, "dcg", callback_on_step_end=record, callback_on_step_end_tensor_inputs=["latents", "noise_pred"])
+    run(tiny_faceid, "dcg", callback_on_step_end=record, callback_on_step_end_tensor_inputs=["latents", "noise_pred"])
     assert [s[0] for s in seen] == [0, 1, 2, 3] and [s[1] for s in seen] == [999, 749, 499, 249]
     assert seen[0][2] == ("latents", "noise_pred")
     image = tiny_faceid(prompt=PROMPT, fastface=ff.FastFaceConfig.preset("dcg"),
