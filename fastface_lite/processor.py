@@ -13,7 +13,7 @@ or a call after an exception starts from a clean state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -245,6 +245,7 @@ def install(
     ip_scale: Optional[float] = None,
     observer: Optional[AttentionObserver] = None,
     scheduler=None,
+    branch_names: Optional[Callable[[], Sequence[str]]] = None,
 ) -> Installation:
     """Install FastFace processors on the IP-Adapter layers of ``unet`` (this UNet only).
 
@@ -256,6 +257,10 @@ def install(
         ip_scale: ID attention scale for these processors (None keeps each original's scale).
         observer: receives attention maps (see :class:`AttentionObserver`); when None the
             observer of processors already installed is kept, so nested installs keep recording.
+        branch_names: with ``scheduler``, called before each UNet evaluation to name the guidance
+            branches its batch holds, in batch order (a stock SDXL pipeline with CFG batches
+            ``("uncond", "cond")``); the batch is split evenly among them. None leaves the
+            branches unnamed (``context.branches == ()``, the whole batch counted as one).
     """
     layers = ip_attention_layers(unet)
     if not layers:
@@ -278,12 +283,13 @@ def install(
     unet.set_attn_processor(processors)
     installation = Installation(unet, originals, processors, context)
     if scheduler is not None:
-        installation._hooks.append(_track_steps(unet, scheduler, context))
+        installation._hooks.append(_track_steps(unet, scheduler, context, branch_names))
     return installation
 
 
-def _track_steps(unet, scheduler, context: StepContext):
-    """Keep ``context`` at the step of each UNet call by finding its timestep in the schedule."""
+def _track_steps(unet, scheduler, context: StepContext, branch_names=None):
+    """Keep ``context`` at the step of each UNet call by finding its timestep in the schedule
+    (and, with ``branch_names``, name the branches of its batch)."""
 
     def before_forward(module, args, kwargs):
         t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
@@ -296,5 +302,12 @@ def _track_steps(unet, scheduler, context: StepContext):
         sample = args[0] if args else kwargs["sample"]
         context.branches = ()
         context.batch_per_branch = sample.shape[0]
+        if branch_names is not None:
+            names = tuple(branch_names())
+            if not names or sample.shape[0] % len(names):
+                raise RuntimeError(f"a UNet batch of {sample.shape[0]} cannot hold the branches {names}")
+            context.branches = tuple(range(len(names)))
+            context.branch_names = names
+            context.batch_per_branch = sample.shape[0] // len(names)
 
     return unet.register_forward_pre_hook(before_forward, with_kwargs=True)
