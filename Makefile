@@ -25,10 +25,11 @@ test: setup
 	$(PY) -m pytest -q tests
 
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=.
 
 bench: setup
 	$(PY) bench/run.py
+	$(PY) bench/bench_recorder.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -79,6 +79,7 @@ def bench_size(size: str, reps: int, device: str, dtype: torch.dtype) -> list[di
                 evals[key] = n
         med = {k: statistics.median(v) for k, v in seconds.items()}
         rows.append({"size": size, "variant": variant, "evals": evals["skip"], "evals_all": evals["all"],
+                     "evals_am_off": evals["am_off"],
                      "s_skip": med["skip"], "s_all": med["all"], "s_am_off": med["am_off"],
                      "speedup": med["all"] / med["skip"], "am_cost": med["skip"] / med["am_off"]})
         print(f"  {size} {variant}: {med['skip']:.3f}s skip, {med['all']:.3f}s all", file=sys.stderr)
@@ -87,13 +88,13 @@ def bench_size(size: str, reps: int, device: str, dtype: torch.dtype) -> list[di
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | variant | UNet evals / image | all branches | s / image | s / image, all branches | speed-up | s / image, AM off | AM cost |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | variant | UNet evals / image | all branches | s / image | s / image, all branches | speed-up | AM off: evals | AM off: s / image | AM cost |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['size']} | {r['variant']} | {r['evals']} | {r['evals_all']} | {r['s_skip']:.3f} | "
-            f"{r['s_all']:.3f} | {r['speedup']:.2f}x | {r['s_am_off']:.3f} | {r['am_cost']:.2f}x |"
+            f"{r['s_all']:.3f} | {r['speedup']:.2f}x | {r['evals_am_off']} | {r['s_am_off']:.3f} | {r['am_cost']:.2f}x |"
         )
     return "\n".join(lines)
 

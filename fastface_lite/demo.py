@@ -90,5 +90,22 @@ def run_demo(out_dir="figures", prompt="a photo of a person reading in a park", 
     fig.tight_layout()
     fig.savefig(out_dir / "demo_variants.png", dpi=100)
     plt.close(fig)
+    attention_figures(pipe, inputs, prompt, seed, out_dir)
     print(f"wrote {out_dir / 'demo_variants.png'}, {out_dir / 'demo_variants.md'}, {out_dir / 'demo_variants.csv'}")
     return rows
+
+
+def attention_figures(pipe, inputs, prompt: str, seed: int, out_dir: Path) -> list[Path]:
+    """Record a FastFace-AM2 run and save where text and ID tokens attend, raw vs AM."""
+    from .recorder import trace
+    from .viz import raw_vs_used, token_step_grid
+
+    with trace(pipe) as tr:
+        image = pipe(prompt=prompt, fastface=FastFaceConfig.preset("fastface-am2"),
+                     generator=torch.Generator().manual_seed(seed), **inputs.call_kwargs()).images[0]
+    words = [w for w in ("person", "park") if w in tr.words] or tr.words[:2]
+    paths = [out_dir / "demo_text_tokens.png", out_dir / "demo_id_raw_vs_am.png"]
+    token_step_grid(tr, words, image, kind="text", block="up_blocks.0", path=paths[0])
+    raw_vs_used(tr, token=1, image=image, step=1, path=paths[1])
+    print("attention maps: " + ", ".join(str(p) for p in paths))
+    return paths
