@@ -5,20 +5,13 @@
     table = run_evaluation(spec, "runs/hyper", resume=True)   # a pandas DataFrame, one row per image
     recompute_metrics("runs/hyper")                           # score the saved images again
 
-What makes a run trustworthy, and how this module gets it:
+What makes a run trustworthy, and how this module (with the two it builds on) gets it:
 
-* **An image does not depend on its neighbours.** Every item draws its starting noise from its own
-  generator, seeded by :func:`item_seed` from (seed, identity, prompt) through SHA-256. The
-  reference implementation shared one generator over the whole dataset and walked ``os.listdir``
-  order (SPEC §4, bug 7), so an image changed when the dataset or its order did. Here identities and
-  prompts are sorted, and an item's result is the same alone, in any order, in any shard, on any
-  number of processes. The seed does not depend on the variant or model: every variant starts from
-  the same noise, so variants are compared pair by pair.
-* **A killed run loses nothing and repeats nothing.** Each finished item is written as it finishes:
-  the image first (to a temporary file, then ``os.replace``), then one JSON line appended to the
-  process's own log ``shards/process-NNN.jsonl`` (flush + fsync). A restart with ``resume=True``
-  (``--resume``) reads the logs, ignores a torn last line, and skips every item that has a record
-  and an image. Settings are stored in ``settings.json``; resuming with other settings is refused.
+* **An image does not depend on its neighbours**: every item has its own seed, from (seed,
+  identity, prompt), and the grid is sorted; see :mod:`fastface_lite.eval_grid`.
+* **A killed run loses nothing and repeats nothing**: images are written atomically and every
+  finished item is appended to an fsynced log, which ``resume=True`` reads; see
+  :mod:`fastface_lite.run_folder`, which also shows the layout of a run folder.
 * **Several processes or GPUs** (``accelerate launch ... fastface eval``): ``accelerate.PartialState``
   gives each process its index; the items still to do are dealt out deterministically (see `shard`:
   the variants of one (model, identity, prompt) stay together, group g goes to process g % n), each
@@ -26,17 +19,6 @@ What makes a run trustworthy, and how this module gets it:
   Results do not depend on the number of processes (bit for bit when every process uses the same
   number of CPU threads; CPU float sums depend on it at the 1e-6 level). One command at a time per
   run folder; across machines the folder must be on a shared filesystem.
-
-Run folder::
-
-    RUN_DIR/
-      settings.json               what the run is (compared on --resume) and where its inputs came from
-      identities/<name>.<ext>     copies of the identity photos (so `fastface metrics` needs nothing else)
-      images/<model>/<variant>/<identity>/<prompt_set>-<prompt words>-<hash>.png
-      shards/process-000.jsonl    append-only log of finished items, one per process
-      results.jsonl, results.csv  the merged table, one row per image, in grid order
-      summary.csv, summary.md     mean and 95% bootstrap interval per (model, variant, prompt_set)
-      plots/<metric>.png          one bar chart per metric
 
 Metrics per image (SPEC §5): identity similarity with the mode's analyzer (tiny: dlib; full:
 insightface buffalo_l) plus dlib as an independent second opinion (in tiny mode the primary already
@@ -46,26 +28,27 @@ A missing face is a detection failure (a flag, and NaN in the metric), never a n
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import re
-import shutil
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .config import MODELS, PRESETS, FastFaceConfig
-from .data import face_names, face_path, load_prompts
+from .config import FastFaceConfig
 from .errors import ConfigError
-from .mode import MODES, run_mode
+from .eval_grid import (FULL_CLIP_MODELS, TINY_WEIGHTS_SEED, EvalItem, EvalSpec, build_items, item_seed,
+                        resolve_identities, resolve_prompt_sets, run_settings, shard)
+from .run_folder import (PLOTS, RESULTS_CSV, RESULTS_JSONL, SHARDS, SUMMARY_CSV, SUMMARY_MD, Identity,
+                         RunFolderError, _fsync_write, _identity_photo, _inspect_run_dir, _jsonable, _Log,
+                         _load_settings, _merged_records, _prepare_run_dir, _write_text)
+# moved to eval_grid / run_folder; still importable from here
+from .eval_grid import ADAPTER_NAMES  # noqa: F401
+from .run_folder import IDENTITIES, IMAGES, SETTINGS_FILE, SETTINGS_FORMAT  # noqa: F401
 
 __all__ = [
     "EvalSpec", "EvalItem", "Identity", "RunFolderError", "SimulatedKill", "Scorers",
@@ -74,24 +57,6 @@ __all__ = [
     "TIMING_COLUMNS",
 ]
 
-SETTINGS_FILE = "settings.json"
-RESULTS_JSONL = "results.jsonl"
-RESULTS_CSV = "results.csv"
-SUMMARY_CSV = "summary.csv"
-SUMMARY_MD = "summary.md"
-SHARDS = "shards"
-IMAGES = "images"
-IDENTITIES = "identities"
-PLOTS = "plots"
-# everything a run folder may hold: --overwrite deletes these names and nothing else
-_RUN_ENTRIES = (SETTINGS_FILE, RESULTS_JSONL, RESULTS_CSV, SUMMARY_CSV, SUMMARY_MD, SHARDS, IMAGES,
-                IDENTITIES, PLOTS)
-SETTINGS_FORMAT = 1
-
-ADAPTER_NAMES = ("faceid", "faceid-plusv2")  # models.ADAPTERS, without importing diffusers
-TINY_WEIGHTS_SEED = 0  # the tiny pipeline's (random) weights: one fixed "checkpoint"
-FULL_CLIP_MODELS = {"clip_score": "openai/clip-vit-large-patch14",
-                    "clip_score_b32": "openai/clip-vit-base-patch32"}
 # per-image columns summarised by `metrics.aggregate` (those present in the table)
 SUMMARY_METRICS = ("id_similarity", "id_dlib_similarity", "clip_score", "clip_score_b32",
                    "face_size_ratio", "unet_evaluations", "seconds")
@@ -100,422 +65,8 @@ TIMING_COLUMNS = ("seconds", "finished_at", "metrics_at")
 _GROUP_BY = ("model", "variant", "prompt_set")
 
 
-class RunFolderError(ValueError):
-    """The output folder cannot be used as asked (exists without --resume/--overwrite, other settings...)."""
-
-
 class SimulatedKill(RuntimeError):
     """Raised by ``run_evaluation(..., stop_after=N)``: a test hook standing in for a killed process."""
-
-
-# ----------------------------------------------------------------------------------------------
-# what to evaluate
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EvalSpec:
-    """The grid of an evaluation run.
-
-    Args:
-        identities: names of photos in data/faces or paths to photos; empty = all shipped faces.
-            An identity is called by the file's stem.
-        prompt_sets: shipped sets ("realistic", "stylistic") or paths to prompt files (set name =
-            file stem). Prompts are stripped, lower-cased (`data.load_prompts`), de-duplicated, sorted.
-        prompts_per_set: keep the first N prompts of each set after sorting (None = all).
-        variants: FastFace presets (``config.PRESETS``).
-        models: distilled model presets (``config.MODELS``).
-        adapter: "faceid-plusv2" or "faceid".
-        seed: base seed; each image's seed is ``item_seed(seed, identity, prompt)``.
-        num_steps: sampling steps (the presets with per-step lists need 4).
-        size: image side in pixels (None = the model's default: 1024, turbo 512; tiny: a quarter).
-        mode: "tiny" or "full" (None = ``run_mode()``).
-        clip_crop_bgr: Plus v2 only: give CLIP the BGR face crop, as the reference implementation
-            and the IP-Adapter FaceID demo do (SPEC §1). True by default for fidelity.
-    """
-
-    identities: tuple[str, ...] = ()
-    prompt_sets: tuple[str, ...] = ("realistic", "stylistic")
-    prompts_per_set: Optional[int] = None
-    variants: tuple[str, ...] = PRESETS
-    models: tuple[str, ...] = ("hyper",)
-    adapter: str = "faceid-plusv2"
-    seed: int = 0
-    num_steps: int = 4
-    size: Optional[int] = None
-    mode: Optional[str] = None
-    clip_crop_bgr: bool = True
-
-    def __post_init__(self):
-        for name in ("identities", "prompt_sets", "variants", "models"):
-            value = getattr(self, name)
-            value = (value,) if isinstance(value, (str, os.PathLike)) else value
-            # de-duplicate, keep the order given (variants and models are the columns of the summary)
-            object.__setattr__(self, name, tuple(dict.fromkeys(os.fspath(v) for v in value)))
-        for name, valid in (("variants", PRESETS), ("models", MODELS)):
-            values = getattr(self, name)
-            if not values:
-                raise ConfigError(f"{name} is empty; give at least one of {', '.join(valid)}")
-            bad = [v for v in values if v not in valid]
-            if bad:
-                raise ConfigError(f"unknown {name} {bad}; valid: {', '.join(valid)}")
-        if not self.prompt_sets:
-            raise ConfigError("prompt_sets is empty; give 'realistic', 'stylistic' or prompt files")
-        if self.adapter not in ADAPTER_NAMES:
-            raise ConfigError(f"unknown adapter {self.adapter!r}; valid: {', '.join(ADAPTER_NAMES)}")
-        if self.mode is not None and self.mode not in MODES:
-            raise ConfigError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
-        if self.prompts_per_set is not None and (not isinstance(self.prompts_per_set, int)
-                                                 or self.prompts_per_set < 1):
-            raise ConfigError(f"prompts_per_set must be a positive integer, got {self.prompts_per_set!r}")
-        if self.size is not None and (not isinstance(self.size, int) or self.size < 32 or self.size % 8):
-            raise ConfigError(f"size must be a multiple of 8 and at least 32 pixels, got {self.size!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        for model in self.models:  # fail now, not after hours, if a preset cannot run
-            for variant in self.variants:
-                FastFaceConfig.preset(variant, model=model, num_steps=self.num_steps)
-
-
-@dataclass(frozen=True)
-class Identity:
-    """An identity photo: its name (file stem, made path-safe), where it is, and its SHA-256."""
-
-    name: str
-    path: Path
-    sha256: str
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "face"
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def resolve_identities(identities: Sequence[str]) -> list[Identity]:
-    """Identity photos by name (data/faces) or path, sorted by name; names must be unique."""
-    found = {}
-    for entry in identities or face_names():
-        path = Path(entry).expanduser()
-        if not path.is_file():
-            if os.sep in entry or "/" in entry or path.suffix:
-                raise FileNotFoundError(f"identity photo {entry!r} does not exist; pass a name from "
-                                        f"data/faces ({', '.join(face_names())}) or a path to a photo")
-            path = face_path(entry)  # raises FileNotFoundError naming the shipped faces
-        name = _safe_name(path.stem)
-        if name in found and found[name].resolve() != path.resolve():
-            raise ConfigError(f"two identity photos are both called {name!r} ({found[name]} and {path}); "
-                              "rename one: an identity is known by its file name")
-        found[name] = path
-    return [Identity(name, found[name], _sha256_file(found[name])) for name in sorted(found)]
-
-
-def resolve_prompt_sets(prompt_sets: Sequence[str], per_set: Optional[int] = None) -> dict[str, list[str]]:
-    """{set name: sorted unique prompts (first ``per_set`` of them)} from set names or files."""
-    sets = {}
-    for entry in prompt_sets:
-        text = os.fspath(entry)
-        is_file = os.sep in text or "/" in text or text.endswith(".txt")
-        name = _safe_name(Path(text).stem) if is_file else text
-        if name in sets:
-            raise ConfigError(f"two prompt sets are both called {name!r}; prompt files are known by their stem")
-        sets[name] = sorted(set(load_prompts(text)))[:per_set]
-    return sets
-
-
-def run_settings(spec: EvalSpec) -> dict:
-    """What defines the run's results, as stored in settings.json and compared on resume.
-
-    The prompts and the photos' SHA-256 are stored (not just file names), and so is every variant's
-    full config: an edited prompt file, photo or preset makes a resume refuse instead of mixing
-    old and new results. ``--limit`` is not a setting: it only says how much of the grid to do now.
-    """
-    mode = spec.mode or run_mode()
-    configs = {f"{m}/{v}": FastFaceConfig.preset(v, model=m, num_steps=spec.num_steps).to_dict()
-               for m in spec.models for v in spec.variants}
-    return {
-        "format": SETTINGS_FORMAT,
-        "mode": mode,
-        "models": list(spec.models),
-        "variants": list(spec.variants),
-        "adapter": spec.adapter,
-        "seed": spec.seed,
-        "num_steps": spec.num_steps,
-        "size": spec.size,
-        "clip_crop_bgr": spec.clip_crop_bgr,
-        "identities": [{"name": i.name, "sha256": i.sha256}
-                       for i in resolve_identities(spec.identities)],
-        "prompts": resolve_prompt_sets(spec.prompt_sets, spec.prompts_per_set),
-        "weights": ({"tiny_pipeline_seed": TINY_WEIGHTS_SEED, "clip": "ClipScorer.tiny(seed=0)",
-                     "face_analyzer": "dlib"} if mode == "tiny" else
-                    {"clip": FULL_CLIP_MODELS, "face_analyzer": "insightface buffalo_l",
-                     "second_opinion": "dlib", "dtype": "float16 on CUDA, else float32"}),
-        "variant_configs": configs,
-    }
-
-
-# ----------------------------------------------------------------------------------------------
-# the grid
-# ----------------------------------------------------------------------------------------------
-def item_seed(seed: int, identity: str, prompt: str) -> int:
-    """The seed of one image: SHA-256 of (seed, identity, prompt), 63 bits.
-
-    Stable across processes, machines and Python runs (unlike ``hash()``), and independent of
-    the order or sharding of the grid, of the variant and of the model.
-    """
-    text = json.dumps([int(seed), identity, prompt], ensure_ascii=False)
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
-
-
-@dataclass(frozen=True)
-class EvalItem:
-    """One image of the grid."""
-
-    model: str
-    variant: str
-    identity: str
-    prompt_set: str
-    prompt: str
-    seed: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.model}/{self.variant}/{self.identity}/{self.prompt_set}/{self.prompt}"
-
-    @property
-    def image(self) -> str:
-        """Path of the image inside the run folder (POSIX separators)."""
-        words = re.sub(r"[^a-z0-9]+", "-", self.prompt.lower()).strip("-")[:48].strip("-")
-        digest = hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()[:8]
-        return f"{IMAGES}/{self.model}/{self.variant}/{self.identity}/{self.prompt_set}-{words}-{digest}.png"
-
-
-def build_items(settings: dict) -> list[EvalItem]:
-    """The whole grid in its canonical order: model, identity, prompt set, prompt, variant.
-
-    Models come first so that each process loads each model once; variants last, so the variants
-    of one (identity, prompt) sit together.
-    """
-    identities = sorted(i["name"] for i in settings["identities"])
-    items = []
-    for model in settings["models"]:
-        for identity in identities:
-            for prompt_set in sorted(settings["prompts"]):
-                for prompt in sorted(settings["prompts"][prompt_set]):
-                    seed = item_seed(settings["seed"], identity, prompt)
-                    for variant in settings["variants"]:
-                        items.append(EvalItem(model, variant, identity, prompt_set, prompt, seed))
-    return items
-
-
-def shard(items: Sequence[EvalItem], index: int, count: int) -> list[EvalItem]:
-    """The items of process ``index`` of ``count``, a deterministic split.
-
-    Items are dealt out in groups of one (model, identity, prompt) -- all variants of an image
-    together -- and group g goes to process g % count. Dealing single items (i % count) would give
-    one process every cheap baseline and another every three-branch variant when the number of
-    variants is a multiple of the process count; whole groups give every process the same mix.
-    """
-    if not 0 <= index < count:
-        raise ValueError(f"process index {index} is outside 0..{count - 1}")
-    groups: dict[tuple, int] = {}
-    mine = []
-    for item in items:
-        group = groups.setdefault((item.model, item.identity, item.prompt_set, item.prompt), len(groups))
-        if group % count == index:
-            mine.append(item)
-    return mine
-
-
-# ----------------------------------------------------------------------------------------------
-# files: atomic writes, append-only logs that survive a kill
-# ----------------------------------------------------------------------------------------------
-def _fsync_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    _fsync_write(path, text.encode("utf-8"))
-
-
-def _jsonable(value):
-    """NaN -> None (standard JSON), numpy scalars -> Python."""
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    return value
-
-
-def _read_jsonl(path: Path) -> tuple[list[dict], int]:
-    """Records of a JSON-lines log and the byte length of its complete lines.
-
-    A last line without its newline is what a kill mid-write leaves: it is ignored (and
-    `_repair_log` cuts it off). A complete line that is not JSON is skipped with a warning.
-    """
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1  # bytes up to and including the last newline
-    records = []
-    for number, line in enumerate(data[:end].splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            warnings.warn(f"{path}: line {number} is not valid JSON and is ignored", stacklevel=2)
-    return records, end
-
-
-def _repair_log(path: Path) -> None:
-    """Cut a torn last line off a log, so the next append starts on a line of its own."""
-    _, end = _read_jsonl(path)
-    if end != path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(end)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-class _Log:
-    """An append-only JSON-lines file: one ``write`` per record, flushed and fsynced."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "ab")
-
-    def append(self, record: dict) -> None:
-        line = json.dumps({k: _jsonable(v) for k, v in record.items()}, ensure_ascii=False,
-                          allow_nan=False) + "\n"
-        self._file.write(line.encode("utf-8"))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self):
-        self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def _merged_records(run_dir: Path) -> dict[str, dict]:
-    """key -> the newest record of that item over all process logs and results.jsonl.
-
-    Newest = latest ``finished_at`` (an item is regenerated only if its image went missing),
-    then latest ``metrics_at`` (set by `recompute_metrics`), so neither a resume nor a
-    recomputation can bring back stale numbers.
-    """
-    sources = sorted((run_dir / SHARDS).glob("*.jsonl"))
-    if (run_dir / RESULTS_JSONL).is_file():
-        sources.append(run_dir / RESULTS_JSONL)
-    newest: dict[str, dict] = {}
-    order = lambda r: (r.get("finished_at") or 0.0, r.get("metrics_at") or 0.0)  # noqa: E731
-    for source in sources:
-        for record in _read_jsonl(source)[0]:
-            key = record.get("key")
-            if key is not None and (key not in newest or order(record) >= order(newest[key])):
-                newest[key] = record
-    return newest
-
-
-# ----------------------------------------------------------------------------------------------
-# the run folder
-# ----------------------------------------------------------------------------------------------
-def _load_settings(run_dir: Path) -> dict:
-    path = run_dir / SETTINGS_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunFolderError(f"{run_dir} is not an evaluation run folder (no {SETTINGS_FILE})") from None
-    except json.JSONDecodeError as err:
-        raise RunFolderError(f"{path} is not valid JSON ({err}); was it edited by hand?") from None
-
-
-def _differences(stored: dict, current: dict) -> list[str]:
-    lines = []
-    for key in sorted(set(stored) | set(current)):
-        if stored.get(key) != current.get(key):
-            old, new = json.dumps(stored.get(key)), json.dumps(current.get(key))
-            short = lambda s: s if len(s) <= 120 else s[:117] + "..."  # noqa: E731
-            lines.append(f"{key}: stored {short(old)}, now {short(new)}")
-    return lines
-
-
-def _inspect_run_dir(run_dir: Path, settings: dict, resume: bool, overwrite: bool) -> str:
-    """What to do with ``run_dir``: "new", "resume" or "overwrite". Reads only; raises RunFolderError."""
-    if resume and overwrite:
-        raise RunFolderError("--resume and --overwrite exclude each other; pass one of them")
-    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
-        return "new"
-    if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir} is a file, not a folder; choose another --out")
-    if not (run_dir / SETTINGS_FILE).is_file():
-        raise RunFolderError(
-            f"{run_dir} is not empty and is not an evaluation run folder (no {SETTINGS_FILE}); "
-            "choose a new or empty folder for --out (--overwrite only ever replaces a run folder)")
-    if overwrite:
-        return "overwrite"
-    if not resume:
-        raise RunFolderError(
-            f"{run_dir} already holds an evaluation run. Pass --resume to continue it (finished "
-            "items are kept and skipped) or --overwrite to delete its results and start again "
-            "(Python: resume=True / overwrite=True).")
-    stored = _load_settings(run_dir).get("settings", {})
-    diff = _differences(stored, json.loads(json.dumps(settings)))
-    if diff:
-        raise RunFolderError(
-            f"cannot resume {run_dir}: it was started with other settings:\n  " + "\n  ".join(diff)
-            + "\nRun the original command again, pass --overwrite to start over, or choose another --out.")
-    return "resume"
-
-
-def _prepare_run_dir(run_dir: Path, decision: str, settings: dict, identities: list[Identity]) -> None:
-    """Main process only: create, wipe or repair the folder before any process writes to it."""
-    if decision == "overwrite":
-        for name in _RUN_ENTRIES:
-            target = run_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if decision in ("new", "overwrite"):
-        info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "identity_sources": {i.name: str(i.path.resolve()) for i in identities}}
-        # first, so a folder that holds anything of ours is recognisably a run folder
-        _write_text(run_dir / SETTINGS_FILE,
-                    json.dumps({"settings": settings, "info": info}, indent=2, ensure_ascii=False) + "\n")
-    for identity in identities:  # copies of the photos: a run folder is self-contained
-        copy = run_dir / IDENTITIES / f"{identity.name}{identity.path.suffix.lower()}"
-        if not copy.is_file() or _sha256_file(copy) != identity.sha256:
-            _fsync_write(copy, identity.path.read_bytes())
-    for log in (run_dir / SHARDS).glob("*.jsonl"):
-        _repair_log(log)
-    for stale in list((run_dir / IMAGES).rglob(".*.tmp-*")) + list(run_dir.glob(".*.tmp-*")):
-        stale.unlink(missing_ok=True)  # half-written files of a killed run
-
-
-def _identity_photo(run_dir: Path, name: str) -> Path:
-    folder = run_dir / IDENTITIES
-    found = sorted(p for p in folder.iterdir() if p.stem == name) if folder.is_dir() else []
-    if not found:
-        raise RunFolderError(f"the photo of identity {name!r} is missing from {run_dir / IDENTITIES}")
-    return found[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -705,7 +256,7 @@ def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: boo
 
     Args:
         spec: what to evaluate.
-        out_dir: the run folder (see the module docstring for its layout).
+        out_dir: the run folder (see :mod:`fastface_lite.run_folder` for its layout).
         resume: continue the run in ``out_dir`` (its settings must match); with no run there yet,
             start one. So ``resume=True`` makes a command safe to repeat after a kill.
         overwrite: delete the run in ``out_dir`` and start again.
