@@ -131,7 +131,7 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         if ip_adapter_image_embeds is None:
             raise ValueError(
                 "FastFacePipeline needs ip_adapter_image_embeds=[torch.cat([zeros, id_embedding])]; "
-                "see fastface_lite.faces for building them from a photo"
+                "fastface_lite.id_inputs.id_inputs builds them from a face embedding (and crop)"
             )
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
@@ -213,9 +213,10 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                         returned = callback_on_step_end(
                             self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
                         ) or {}
-                        extra = set(returned) - {"latents"}
-                        if extra:
-                            raise ValueError(f"callback returned {sorted(extra)}; only 'latents' can be replaced")
+                        # diffusers' idiom returns the kwargs it was given; only latents may change
+                        changed = [k for k, v in returned.items() if k != "latents" and v is not tensors.get(k)]
+                        if changed:
+                            raise ValueError(f"callback replaced {sorted(changed)}; only 'latents' can be replaced")
                         latents = returned.get("latents", latents)
                     progress.update()
         finally:

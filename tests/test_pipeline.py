@@ -164,12 +164,18 @@ def test_guidance_norms_recorded(tiny_faceid):
     assert set(out.guidance_norms[0]) == {"uncond", "id", "text+id", "term1", "term2"}
 
 
+def test_callback_can_replace_latents(tiny_faceid):
+    plain = run(tiny_faceid, "dcg").images
+    zeroed = run(tiny_faceid, "dcg", callback_on_step_end=lambda p, i, t, k: {"latents": k["latents"] * 0}).images
+    assert not torch.equal(plain, zeroed)
+
+
 def test_images_decode_and_callbacks_see_steps(tiny_faceid):
     seen = []
 
     def record(pipe, i, t, kwargs):
         seen.append((i, int(t), tuple(kwargs)))
-        return {}
+        return kwargs  # diffusers' idiom: hand the kwargs back
 
     run(tiny_faceid, "dcg", callback_on_step_end=record, callback_on_step_end_tensor_inputs=["latents", "noise_pred"])
     assert [s[0] for s in seen] == [0, 1, 2, 3] and [s[1] for s in seen] == [999, 749, 499, 249]
@@ -196,6 +202,9 @@ def test_errors_are_clear(tiny_faceid, tiny_plus):
         id_inputs(tiny_faceid, torch.zeros(512))
     with pytest.raises(ValueError, match="only 'latents'"):
         run(tiny_faceid, "am1", callback_on_step_end=lambda p, i, t, k: {"prompt_embeds": 0})
+    with pytest.raises(ValueError, match="only 'latents'"):
+        run(tiny_faceid, "am1", callback_on_step_end=lambda p, i, t, k: {**k, "noise_pred": k["noise_pred"] * 2},
+            callback_on_step_end_tensor_inputs=["latents", "noise_pred"])
     # the failed calls left nothing installed
     assert not any(isinstance(p, FastFaceAttnProcessor) for p in tiny_faceid.unet.attn_processors.values())
 
