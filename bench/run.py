@@ -63,12 +63,20 @@ def timed(pipe, inputs, cfg, all_branches: bool, device: str):
     return time.perf_counter() - start, out.unet_evaluations
 
 
+def variants():
+    """The six presets, plus AM2 with per-branch normalisation (not the reference's numbers)."""
+    for name in ff.PRESETS:
+        yield name, ff.FastFaceConfig.preset(name)
+    cfg = ff.FastFaceConfig.preset("fastface-am2")
+    per_branch = ff.AttentionConfig(**{**cfg.attention.__dict__, "normalize_per_branch": True})
+    yield "fastface-am2, per-branch norm", cfg.replace(attention=per_branch)
+
+
 def bench_size(size: str, reps: int, device: str, dtype: torch.dtype) -> list[dict]:
     pipe, inputs = build(size, device, dtype)
     timed(pipe, inputs, ff.FastFaceConfig.preset("fastface-am2"), True, device)  # warm-up
     rows = []
-    for variant in ff.PRESETS:
-        cfg = ff.FastFaceConfig.preset(variant)
+    for variant, cfg in variants():
         runs = {"skip": (cfg, False), "all": (cfg, True), "am_off": (cfg.replace(attention=ff.AttentionConfig()), False)}
         seconds = {k: [] for k in runs}
         evals = {}

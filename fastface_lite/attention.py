@@ -29,15 +29,18 @@ def attention_probs(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     return scores.softmax(dim=-1)
 
 
-def minmax_norm(x: torch.Tensor) -> torch.Tensor:
+def minmax_norm(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
     """Min-max normalise (B, H, N, T) jointly over batch, heads and positions, per token.
 
-    The batch holds every guidance branch, so this is what couples the branches together.
+    The batch holds every guidance branch, so with ``groups=1`` (the reference) this is what
+    couples the branches together; ``groups=k`` normalises each of k equal batch chunks (one per
+    branch) on its own.
     """
-    lo = x.amin(dim=(0, 1, 2), keepdim=True)
-    hi = x.amax(dim=(0, 1, 2), keepdim=True)
+    chunks = x.reshape(groups, x.shape[0] // groups, *x.shape[1:])
+    lo = chunks.amin(dim=(1, 2, 3), keepdim=True)
+    hi = chunks.amax(dim=(1, 2, 3), keepdim=True)
     # a constant column would divide 0 by 0; keep it at 0 instead of NaN
-    return (x - lo) / (hi - lo).clamp_min(torch.finfo(x.dtype).tiny)
+    return ((chunks - lo) / (hi - lo).clamp_min(torch.finfo(x.dtype).tiny)).reshape(x.shape)
 
 
 def spatial_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
@@ -56,27 +59,27 @@ def spatial_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
     return (low + frac * (high - low)).to(x.dtype)
 
 
-# -- the transforms: (A_target (B, H, N, T'), constants) -> (B, H, N, T') -------------------------
-def transform_pow(a: torch.Tensor, c: PartConstants) -> torch.Tensor:
+# -- the transforms: (A_target (B, H, N, T'), constants, normalisation groups) -> (B, H, N, T') ------
+def transform_pow(a: torch.Tensor, c: PartConstants, groups: int = 1) -> torch.Tensor:
     return a.pow(c.pow)
 
 
-def transform_scale(a: torch.Tensor, c: PartConstants) -> torch.Tensor:
+def transform_scale(a: torch.Tensor, c: PartConstants, groups: int = 1) -> torch.Tensor:
     return torch.clamp(a * c.scale, max=SCALE_CEILING)
 
 
-def transform_softmask(a: torch.Tensor, c: PartConstants) -> torch.Tensor:
-    return minmax_norm(torch.sigmoid(c.softmask_k * (minmax_norm(a) - SOFTMASK_CENTRE)))
+def transform_softmask(a: torch.Tensor, c: PartConstants, groups: int = 1) -> torch.Tensor:
+    return minmax_norm(torch.sigmoid(c.softmask_k * (minmax_norm(a, groups) - SOFTMASK_CENTRE)), groups)
 
 
-def transform_adaptive_softmask(a: torch.Tensor, c: PartConstants) -> torch.Tensor:
+def transform_adaptive_softmask(a: torch.Tensor, c: PartConstants, groups: int = 1) -> torch.Tensor:
     # The threshold is a quantile of the raw probabilities but is subtracted from the min-max
     # normalised map: a scale mismatch the reference has and FastFace's numbers depend on.
     threshold = spatial_quantile(a, c.quantile).clamp_min(QUANTILE_FLOOR)
-    return minmax_norm(torch.sigmoid(c.softmask_k * (minmax_norm(a) - threshold)))
+    return minmax_norm(torch.sigmoid(c.softmask_k * (minmax_norm(a, groups) - threshold)), groups)
 
 
-TRANSFORMS: dict[str, Callable[[torch.Tensor, PartConstants], torch.Tensor]] = {
+TRANSFORMS: dict[str, Callable[..., torch.Tensor]] = {
     "pow": transform_pow,
     "scale": transform_scale,
     "softmask": transform_softmask,
@@ -90,11 +93,12 @@ def manipulate(
     transforms: tuple[str, ...],
     constants: PartConstants,
     invert_token0: bool = False,
+    groups: int = 1,
 ) -> torch.Tensor:
     """Apply the transform chain to the target-token columns of (B, H, N, T) probabilities.
 
     With ``invert_token0`` token 0 is handled as a "negative" token: its column is flipped to
-    1 - A before the chain and mirrored to max_N(A) - A after it.
+    1 - A before the chain and mirrored to max_N(A) - A after it. ``groups``: see :func:`minmax_norm`.
     """
     columns = list(tokens)
     target = probs[..., columns]  # advanced indexing copies: probs itself stays untouched
@@ -102,7 +106,7 @@ def manipulate(
     if flip:
         target[..., flip] = 1 - target[..., flip]
     for name in transforms:
-        target = TRANSFORMS[name](target, constants)
+        target = TRANSFORMS[name](target, constants, groups)
     if flip:
         col = target[..., flip]
         target[..., flip] = col.amax(dim=-2, keepdim=True) - col
@@ -133,13 +137,19 @@ def ip_attention_maps(
     part: str,
     step_index: int,
     cfg: AttentionConfig,
+    branches: int = 1,
 ) -> IPAttention:
-    """ID-token attention with AM, returning the output and both attention maps."""
+    """ID-token attention with AM, returning the output and both attention maps.
+
+    ``branches``: guidance branches stacked on dim 0 (equal chunks); they are normalised
+    separately only when ``cfg.normalize_per_branch`` is set.
+    """
     probs = attention_probs(query, key)
     if not cfg.active(part, step_index):
         return IPAttention(probs @ value, probs, probs)
     constants = cfg.constants_at(part, step_index)
-    used = manipulate(probs, cfg.target_tokens, cfg.transforms, constants, cfg.invert_token0)
+    groups = branches if cfg.normalize_per_branch else 1
+    used = manipulate(probs, cfg.target_tokens, cfg.transforms, constants, cfg.invert_token0, groups)
     w = cfg.adain_weight
     if w is not None:  # stage 1: pull the manipulated map's per-row statistics towards the original
         used = w * used + (1 - w) * adain(used, probs)
@@ -158,6 +168,7 @@ def ip_attention(
     part: str,
     step_index: int,
     cfg: AttentionConfig,
+    branches: int = 1,
 ) -> torch.Tensor:
     """ID-token attention output with AM applied where ``cfg`` targets this part and step.
 
@@ -167,10 +178,11 @@ def ip_attention(
         part: "down", "mid" or "up", the UNet part of the layer.
         step_index: denoising step index.
         cfg: the attention config.
+        branches: guidance branches stacked on dim 0 (only read with ``cfg.normalize_per_branch``).
     Returns:
         (B, heads, N, d), to be added to the text attention as ``ip_scale * output``.
     """
-    return ip_attention_maps(query, key, value, part, step_index, cfg).output
+    return ip_attention_maps(query, key, value, part, step_index, cfg, branches).output
 
 
 def unet_part(layer_name: str) -> str:

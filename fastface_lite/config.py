@@ -129,6 +129,10 @@ class AttentionConfig:
         schedule: per-step constants replacing the part constants (reference `apply_schedule`).
         adain_weight: weight w of the AdaIN blend in both stages, or None for no AdaIN.
         constants: per-part constants of the transforms.
+        normalize_per_branch: min-max normalise the softmask transforms within each guidance
+            branch instead of over the whole 3-branch batch (the reference). Not the reference's
+            numbers, but a branch then no longer depends on the others, so steps can skip the
+            branches their guidance does not read (AM2: 4 UNet evaluations instead of 12).
     """
 
     transforms: tuple[str, ...] = ()
@@ -139,6 +143,7 @@ class AttentionConfig:
     schedule: Optional[AttentionSchedule] = None
     adain_weight: Optional[float] = None
     constants: PartTable = PartTable()
+    normalize_per_branch: bool = False
 
     def __post_init__(self):
         for name in ("transforms", "target_parts", "target_tokens", "target_steps"):
@@ -166,6 +171,7 @@ class AttentionConfig:
         """Does AM at this step normalise jointly over the batch (so branches must stay together)?"""
         return (
             self.enabled
+            and not self.normalize_per_branch
             and step_index in self.target_steps
             and any(t in BATCH_COUPLED_TRANSFORMS for t in self.transforms)
         )

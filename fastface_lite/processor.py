@@ -171,7 +171,8 @@ class FastFaceAttnProcessor(IPAdapterAttnProcessor2_0):
         return out / attn.rescale_output_factor
 
     def _id_attention(self, query, key, value):
-        result = ip_attention_maps(query, key, value, self.part, self.context.step_index, self.attention)
+        branches = max(len(self.context.branches), 1)
+        result = ip_attention_maps(query, key, value, self.part, self.context.step_index, self.attention, branches)
         if self.observer is not None:
             self.observer.on_id_attention(self.layer_name, self.context, result.raw, result.used)
         return result.output

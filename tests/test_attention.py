@@ -184,3 +184,22 @@ def test_unet_part_names():
     assert am.unet_part("up_blocks.0.attentions.2.transformer_blocks.9.attn2") == "up"
     with pytest.raises(ValueError, match="conv_in"):
         am.unet_part("conv_in")
+
+
+def test_per_branch_normalisation_equals_running_branches_apart():
+    q, k, v = qkv(6)  # batch of 3 = three guidance branches of one image
+    cfg = ff.AttentionConfig(transforms=("adaptive_softmask", "scale"), invert_token0=True,
+                             normalize_per_branch=True)
+    together = am.ip_attention(q, k, v, "down", 1, cfg, branches=3)
+    apart = torch.cat([am.ip_attention(q[i:i + 1], k[i:i + 1], v[i:i + 1], "down", 1, cfg, branches=1)
+                       for i in range(3)])
+    torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-6)
+    reference = ff.AttentionConfig(transforms=("adaptive_softmask", "scale"), invert_token0=True)
+    assert not torch.allclose(am.ip_attention(q, k, v, "down", 1, reference, branches=3), together)
+    assert reference.couples_batch(1) and not cfg.couples_batch(1)
+
+
+def test_minmax_norm_groups():
+    x = probs(7, shape=(4, 2, 8, 4))
+    torch.testing.assert_close(am.minmax_norm(x, groups=2),
+                               torch.cat([hand_norm(x[:2]), hand_norm(x[2:])]))

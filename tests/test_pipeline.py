@@ -218,3 +218,13 @@ def test_faceid_lora_weight_applies_to_the_call_only(tiny_faceid):
     assert torch.equal(run(tiny_faceid, "am1").images, full)
     with pytest.raises(ValueError, match="faceid_lora_scale"):
         run(tiny_faceid, "am1", cross_attention_kwargs={"scale": 0.5})
+
+
+def test_per_branch_normalisation_lets_am2_skip_branches(tiny_faceid):
+    am2 = ff.FastFaceConfig.preset("am2")
+    fast = am2.replace(attention=ff.AttentionConfig(**{**am2.attention.__dict__, "normalize_per_branch": True}))
+    skipped = run(tiny_faceid, fast)
+    full = run(tiny_faceid, fast, evaluate_all_branches=True)
+    assert skipped.unet_evaluations == 4 and full.unet_evaluations == 12
+    assert (skipped.images - full.images).abs().max() <= 1e-6 * full.images.abs().max()
+    assert not torch.allclose(skipped.images, run(tiny_faceid, am2).images)  # not the reference's numbers
