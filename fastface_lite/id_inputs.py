@@ -17,6 +17,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .presets import adapter_info
+
 
 @dataclass(frozen=True)
 class IDInputs:
@@ -37,11 +39,7 @@ class IDInputs:
 
 def adapter_id_dim(pipe) -> int:
     """Size of the identity embedding the loaded adapter expects (128 tiny, 512 real)."""
-    layer = _projection_layer(pipe)
-    # the identity MLP is `ff` in FaceID and `proj` in FaceID Plus; its first Linear reads the embedding
-    mlp = getattr(layer, "ff", None) or getattr(layer, "proj")
-    first = next(m for m in mlp.modules() if isinstance(m, torch.nn.Linear))
-    return int(first.in_features)
+    return adapter_info(pipe)[1]
 
 
 def needs_clip(pipe) -> bool:
