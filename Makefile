@@ -6,7 +6,7 @@ export FASTFACE_MODE ?= tiny
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lab bench clean
+.PHONY: setup demo test lab bench clean chromium browser-test
 
 setup: $(STAMP)
 
@@ -23,6 +23,16 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# Debian's chromium and its matching chromedriver, for the browser check (apt-get: needs root).
+chromium:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; fi
+
+# Runs notebooks/03_guidance_schedules.ipynb in JupyterLab in headless chromium and moves a slider
+# of its sweep (tests/browser); screenshot in figures/browser_03_sweep.png.
+browser-test: setup chromium
+	$(PY) -m pytest -q tests/browser
 
 lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=.

@@ -7,6 +7,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("FASTFACE_MODE", "tiny")
 
+# The real-browser check needs chromium and a JupyterLab server: `make browser-test` runs it
+# (pytest tests/browser); a plain `pytest tests` leaves it out.
+collect_ignore = ["browser"]
+
 
 def _quiet():
     from diffusers.utils import logging as dlog
