@@ -15,7 +15,7 @@ Reads top to bottom like diffusers' SDXL pipeline. What differs:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 import torch
@@ -256,12 +256,7 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         return _BranchInputs(text, pooled, id_embeds, clip_embeds)
 
     def _branches_for_step(self, cfg: FastFaceConfig, step_index: int, t) -> tuple[int, ...]:
-        """Branches this step evaluates: what guidance reads, or all three where AM normalises
-        over the batch (so the min-max statistics match the reference's three-branch batch)."""
-        if cfg.attention.couples_batch(step_index):
-            return (0, 1, 2)
-        needed = dcg.needed_branches(step_index, t, cfg.guidance)
-        return tuple(k for k in range(3) if needed[k])
+        return branches_for_step(cfg, step_index, t)
 
     def _unet_kwargs(self, cross_attention_kwargs, lora_scale) -> dict:
         kwargs = dict(cross_attention_kwargs or {})
@@ -322,6 +317,21 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         if self.watermark is not None:
             image = self.watermark.apply_watermark(image)
         return self.image_processor.postprocess(image, output_type=output_type)
+
+
+def branches_for_step(cfg: FastFaceConfig, step_index: int, t) -> tuple[int, ...]:
+    """Branches a step evaluates: what guidance reads, or all three where AM normalises over the
+    batch (so the min-max statistics match the reference's three-branch batch)."""
+    if cfg.attention.couples_batch(step_index):
+        return (0, 1, 2)
+    needed = dcg.needed_branches(step_index, t, cfg.guidance)
+    return tuple(k for k in range(3) if needed[k])
+
+
+def planned_evaluations(cfg: FastFaceConfig, timesteps) -> int:
+    """UNet evaluations per image that `cfg` needs over `timesteps` (without norm recording)."""
+    plain = cfg.replace(guidance=replace(cfg.guidance, record_norms=False))
+    return sum(len(branches_for_step(plain, i, t)) for i, t in enumerate(timesteps))
 
 
 def _expand(x: torch.Tensor, images: int, what: str) -> torch.Tensor:

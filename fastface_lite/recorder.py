@@ -241,6 +241,11 @@ class Trace(AttentionStore):
         return ids.index(eos) if eos in ids else len(ids) - 1
 
     @property
+    def id_tokens(self) -> list[int]:
+        """Indices of the ID tokens recorded (0..3 for FaceID); empty when no ID map was recorded."""
+        return list(self._id_positions or [])
+
+    @property
     def words(self) -> list[str]:
         """The prompt's words, as CLIP's BPE splits them (a word ends at a "</w>" token)."""
         return [word for word, _ in self._word_spans()]

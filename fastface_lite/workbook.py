@@ -124,6 +124,10 @@ def setup(seed: int = 0, mode: str | None = None) -> Workbook:
         raise RuntimeError("full mode needs a GPU (Colab: Runtime > Change runtime type > T4 GPU); "
                            "use mode='tiny' to run offline on the CPU")
     quiet_libraries()
+    if mode == "tiny":
+        # One thread: the tiny model gains nothing from more, a busy 2-core machine loses 10-50x
+        # with two, and float sums then come out the same whatever the core count (stored outputs).
+        torch.set_num_threads(1)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
