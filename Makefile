@@ -6,7 +6,7 @@ export FASTFACE_MODE ?= tiny
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lab bench clean chromium browser-test
+.PHONY: setup demo test notebooks lab bench clean chromium browser-test
 
 setup: $(STAMP)
 
@@ -21,8 +21,18 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 demo: setup
 	$(VENV)/bin/fastface demo --out figures
 
-test: setup
+# Unit tests, every notebook re-run under nbval against its stored outputs (tiny mode, CPU), and
+# notebook 03 driven in a real headless browser (about 40 s; chromium comes from apt, see below).
+NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with notebooks/sanitize.cfg
+
+test: setup chromium
 	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(NBVAL) notebooks/*.ipynb
+	$(PY) -m pytest -q tests/browser
+
+# Rebuild the notebooks from notebooks/src/*.py and store fresh outputs (then commit both).
+notebooks: setup
+	$(PY) notebooks/build.py
 
 # Debian's chromium and its matching chromedriver, for the browser check (apt-get: needs root).
 chromium:
@@ -35,7 +45,7 @@ browser-test: setup chromium
 	$(PY) -m pytest -q tests/browser
 
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=.
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 bench: setup
 	$(PY) bench/run.py

@@ -101,7 +101,8 @@ class SweepExplorer:
         self._base = FastFaceConfig.preset(preset, model=model)
 
         self.preset = widgets.ToggleButtons(options=PRESETS, value=preset, description="preset")
-        self.dcg_type = widgets.ToggleButtons(options=[1, 2, 3], value=3, description="DCG type")
+        self.dcg_type = widgets.ToggleButtons(options=[1, 2, 3], value=3, description="DCG type",
+                                              style={"button_width": "48px"})
         self.shape = widgets.Dropdown(options=SCHEDULE_SHAPES, value="custom", description="schedule")
         self.a_weight = _slider("a (shape w)", 1.0, "ff-a-weight")
         self.b_weight = _slider("b (shape w)", 1.0, "ff-b-weight")
