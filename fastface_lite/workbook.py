@@ -99,13 +99,15 @@ def _gpu_gib() -> float:
 def quiet_libraries() -> None:
     """Progress bars and info logging off: they vary run to run and would break stored outputs."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from diffusers.utils import logging as diffusers_logging
+    # transformers first: importing diffusers already makes transformers warn (torchvision absent)
     from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
     logging.getLogger("accelerate").setLevel(logging.ERROR)
     for category in (FutureWarning, DeprecationWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category)
