@@ -337,7 +337,20 @@ def load_results(run_dir) -> pd.DataFrame:
     settings = _load_settings(run_dir)["settings"]
     records = _merged_records(run_dir)
     rows = [records[item.key] for item in build_items(settings) if item.key in records]
-    return pd.DataFrame(rows)
+    return _failures_as_nan(pd.DataFrame(rows))
+
+
+# Score columns (JSON stores their NaN failures as null): id_*similarity, id_*distance, ...
+_SCORE_SUFFIXES = ("similarity", "distance", "same_person", "clip_score", "face_size_ratio")
+
+
+def _failures_as_nan(table: pd.DataFrame) -> pd.DataFrame:
+    """Score columns come back from JSON with None for a failure; make them float with NaN, as
+    the scorers produce them, so they plot and aggregate without conversion."""
+    for column in table.columns:
+        if column.endswith(_SCORE_SUFFIXES) and table[column].dtype == object:
+            table[column] = table[column].astype(float)
+    return table
 
 
 # ----------------------------------------------------------------------------------------------

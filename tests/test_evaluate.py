@@ -329,3 +329,10 @@ def test_scores_of_a_real_face():
         {k.replace("id_", "id_dlib_", 1): v for k, v in scores.items() if k.startswith("id_") and not k.startswith("id_dlib_")}
     assert 0.0 < scores["face_size_ratio"] < 1.0 and scores["face_detection_failure"] is False
     assert -1.0 <= scores["clip_score"] <= 1.0
+
+
+def test_load_results_gives_failures_as_nan(reference_run):
+    table = load_results(reference_run)
+    failed = table["id_similarity"].isna()
+    assert failed.any(), "tiny images are noise: the face model finds no face in them"
+    assert table["id_similarity"].dtype == float and table["face_size_ratio"].dtype == float
