@@ -67,18 +67,21 @@ class Workbook:
         """A CPU generator (diffusers draws the initial noise on CPU, so images match across devices)."""
         return torch.Generator().manual_seed(self.seed if seed is None else seed)
 
-    def pipeline(self, model: str = "hyper", adapter: str | None = "faceid-plusv2", steps: int = 4):
+    def pipeline(self, model: str = "hyper", adapter: str | None = "faceid-plusv2", steps: int = 4,
+                 cache_dir: str | os.PathLike | None = None):
         """The FastFace pipeline for this mode: the tiny offline twin, or real weights on the GPU.
 
         Full mode on a small GPU (T4) turns on model CPU offload: only the module at work sits on
         the GPU, which keeps a 1024 px image under 10 GiB at the cost of weight transfers.
+        `cache_dir`: the Hugging Face cache for full mode (e.g. a Drive folder on Colab).
         """
         from .models import load_pipeline, tiny_pipeline
 
         if self.tiny:
             pipe = tiny_pipeline(adapter=adapter, seed=self.seed, model=model)
         else:
-            pipe = load_pipeline(model, steps=steps, adapter=adapter, device=self.device, dtype=self.dtype)
+            pipe = load_pipeline(model, steps=steps, adapter=adapter, device=self.device, dtype=self.dtype,
+                                 cache_dir=cache_dir)
             if self.device == "cuda" and _gpu_gib() < SMALL_GPU_GIB:
                 pipe.enable_model_cpu_offload()
         pipe.set_progress_bar_config(disable=True)

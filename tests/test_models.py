@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,10 @@ from diffusers import (
     LCMScheduler,
     StableDiffusionXLPipeline,
 )
-from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
+from diffusers.models.attention_processor import (
+    AttnProcessor2_0,
+    IPAdapterAttnProcessor2_0,
+)
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import CLIPConfig, CLIPModel
@@ -462,3 +466,14 @@ def test_load_pipeline_fp16_reads_fp16_variant(offline):
     assert {p.dtype for p in pipe.unet.parameters()} == {torch.float16}
     assert pipe.image_encoder.dtype == torch.float16 and pipe.text_encoder_2.dtype == torch.float16
     assert torch.equal(pipe.unet.conv_in.bias, offline["fp16_conv_in_bias"])
+
+
+def test_workbook_full_mode_loads_the_hub_preset(offline):
+    """What a notebook's `wb.pipeline()` does in full mode, from the filled cache (CPU, fp32 here)."""
+    from fastface_lite.workbook import Workbook
+
+    wb = Workbook(mode="full", device="cpu", dtype=torch.float32, seed=0, figures=Path("figures"), on_colab=False)
+    pipe = wb.pipeline(model="lightning", adapter="faceid", cache_dir=offline["cache"])
+    check_faceid_loaded(pipe)
+    assert all(torch.equal(base_weights(pipe.unet)[k], v) for k, v in offline["lightning"].items())
+    assert pipe._progress_bar_config == {"disable": True}

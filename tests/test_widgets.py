@@ -2,13 +2,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import random_id_inputs
 
 import fastface_lite as ff
 from fastface_lite.pipeline import planned_evaluations
 from fastface_lite.presets import preset_timesteps
 from fastface_lite.widgets import AttentionInspector, SweepExplorer
-
-from conftest import random_id_inputs
 
 PROMPT = "a photo of a person reading in a park"
 
