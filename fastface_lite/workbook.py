@@ -87,12 +87,36 @@ class Workbook:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def identity_inputs(self, pipe, face: str = "astronaut"):
+        """(IDInputs, photo path) for `pipe` from a shipped face name or a photo path.
+
+        The face model must be the one the adapter was trained on: in full mode insightface
+        buffalo_l (512-d ArcFace; the Plus v2 CLIP crop in BGR order, as the reference feeds it),
+        in tiny mode dlib (128-d, the tiny adapters' ID size).
+        """
+        from .demo import identity_inputs
+        from .faces import FaceAnalyzer
+        from .id_inputs import id_inputs, needs_clip
+
+        if self.tiny:
+            return identity_inputs(pipe, face)
+        photo = Path(face) if Path(face).is_file() else _face_path(face)
+        found = FaceAnalyzer("insightface").largest(photo)
+        crop = found.aligned_crop(photo, size=224, bgr=True) if needs_clip(pipe) else None
+        return id_inputs(pipe, found.embedding, crop), photo
+
     def save(self, fig, name: str, dpi: int = 100) -> Path:
         """Save a matplotlib figure as `figures/<name>.png` with no timestamp or version metadata."""
         path = self.figures / (name if name.endswith(".png") else f"{name}.png")
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=dpi, metadata={"Software": None})
         return path
+
+
+def _face_path(name: str) -> Path:
+    from .data import face_path
+
+    return face_path(name)
 
 
 def _gpu_gib() -> float:

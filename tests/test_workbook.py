@@ -60,3 +60,14 @@ def test_generator_is_cpu_and_seeded():
 def test_colab_badge_points_at_the_notebook():
     badge = colab_badge("03_guidance_schedules.ipynb", repo="me/fork")
     assert badge.endswith("(https://colab.research.google.com/github/me/fork/blob/main/notebooks/03_guidance_schedules.ipynb)")
+
+
+def test_identity_inputs_use_the_tiny_adapters_face_model(tiny_plus):
+    from fastface_lite.id_inputs import adapter_id_dim
+
+    wb = Workbook(mode="tiny", device="cpu", dtype=torch.float32, seed=0, figures=repo_root(), on_colab=False)
+    inputs, photo = wb.identity_inputs(tiny_plus, "grace_hopper")
+    assert photo.name == "grace_hopper.jpg"
+    negative, positive = inputs.call_kwargs()["ip_adapter_image_embeds"][0].chunk(2)
+    assert positive.shape[-1] == adapter_id_dim(tiny_plus) == 128  # dlib's descriptor size
+    assert torch.count_nonzero(negative) == 0 and torch.count_nonzero(positive) > 0
