@@ -33,14 +33,13 @@ import pandas as pd
 
 import fastface_lite as ff
 from fastface_lite import guidance
-from fastface_lite.demo import identity_inputs
 from fastface_lite.pipeline import planned_evaluations
 from fastface_lite.presets import preset_timesteps
 from fastface_lite.schedules import TIMESTEP_SHAPES, WeightSchedule
 from fastface_lite.widgets import SweepExplorer, schedule_and_norms
 
 pipe = wb.pipeline(model="hyper")
-inputs, photo = identity_inputs(pipe, "astronaut")
+inputs, photo = wb.identity_inputs(pipe, "astronaut")  # dlib in tiny mode, insightface in full
 PROMPT = "a photo of a person reading in a park"
 
 # %% [markdown]
