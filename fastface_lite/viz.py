@@ -76,7 +76,8 @@ def plot_overlay(heatmap, image=None, ax=None, *, alpha: float = 0.55, cmap: str
     shown = _draw(ax, values, rgb, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha if rgb is not None else 1.0)
     ax.set_title(title if title is not None else _cell_title(heatmap), fontsize=8)
     if colorbar:
-        ax.figure.colorbar(shown, ax=ax, shrink=0.8)
+        bar = ax.figure.colorbar(shown, ax=ax, shrink=0.8)
+        bar.solids.set_alpha(1.0)  # the overlay is translucent; its scale should not be
     return ax
 
 

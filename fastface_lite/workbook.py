@@ -91,17 +91,14 @@ class Workbook:
         """(IDInputs, photo path) for `pipe` from a shipped face name or a photo path.
 
         The face model must be the one the adapter was trained on: in full mode insightface
-        buffalo_l (512-d ArcFace; the Plus v2 CLIP crop in BGR order, as the reference feeds it),
-        in tiny mode dlib (128-d, the tiny adapters' ID size).
+        buffalo_l (512-d ArcFace), in tiny mode dlib (128-d, the tiny adapters' ID size). The
+        Plus v2 CLIP crop is in BGR order in both modes, as the reference feeds it.
         """
-        from .demo import identity_inputs
         from .faces import FaceAnalyzer
         from .id_inputs import id_inputs, needs_clip
 
-        if self.tiny:
-            return identity_inputs(pipe, face)
         photo = Path(face) if Path(face).is_file() else _face_path(face)
-        found = FaceAnalyzer("insightface").largest(photo)
+        found = FaceAnalyzer("dlib" if self.tiny else "insightface").largest(photo)
         crop = found.aligned_crop(photo, size=224, bgr=True) if needs_clip(pipe) else None
         return id_inputs(pipe, found.embedding, crop), photo
 

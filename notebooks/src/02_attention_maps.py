@@ -263,13 +263,8 @@ print("max |difference| on the text+id branch:", round(float((joint[2] - alone[2
 # what AM changes are real; where the maps are bright is not meaningful.
 
 # %%
-from fastface_lite.data import face_path
-from fastface_lite.faces import FaceAnalyzer
-from fastface_lite.id_inputs import id_inputs
-
 pipe = wb.pipeline()
-face = FaceAnalyzer("dlib" if wb.tiny else "insightface").largest(face_path("astronaut"))  # as in notebook 01
-inputs = id_inputs(pipe, face.embedding, face.aligned_crop(face_path("astronaut"), size=224, bgr=True))
+inputs, photo = wb.identity_inputs(pipe, "astronaut")  # the face model and crop of notebook 01
 prompt = "a photo of a person reading in a park"
 cfg = ff.FastFaceConfig.preset("fastface-am2")
 with ff.trace(pipe) as tr:
