@@ -107,6 +107,14 @@ print(f"default image {pipe.default_sample_size * pipe.vae_scale_factor} px; "
 # In full mode the UNet has 2.6 billion parameters and `cross_attention_dim` is 2048 (the two text
 # encoders' 768 + 1280 hidden states side by side); the tiny UNet has about 9 million and 64.
 #
+# **GPU memory (full mode).** Measured on full-size shapes in fp16 at 1024 px (`bench/full_size.py`):
+# the weights of SDXL + Plus v2 (UNet with the adapter, both text encoders, ViT-H, VAE) take
+# 9.2 GiB; the denoising steps peak at about 10.3 GiB, and decoding at 14.75 GiB, because SDXL's VAE
+# decodes in float32. A Colab T4 has about 15 GiB, too tight for that, so on GPUs under 20 GiB
+# `wb.pipeline()` turns on `pipe.enable_model_cpu_offload()`: each module sits on the GPU only
+# while it runs (peak 9.9 GiB, a few seconds more per image). VAE slicing and tiling do not help a
+# single 1024 px image (tiling starts above the VAE's 1024 px sample size).
+#
 # ## IP-Adapter FaceID and FaceID Plus v2
 #
 # Both adapters condition SDXL on a face **without training on the person**: a face model embeds
