@@ -27,6 +27,7 @@ from fastface_lite.workbook import GITHUB_REPO, colab_badge  # noqa: E402
 
 SETUP_CELL = f"""\
 # On Colab: fetch and install fastface_lite (a few minutes, once per session). Elsewhere: nothing.
+# If Colab then asks to restart the session, accept and run all again: the clone and install stay.
 import sys
 if "google.colab" in sys.modules:
     !test -d /content/fastface_lite || git clone -q https://github.com/{GITHUB_REPO} /content/fastface_lite
