@@ -477,3 +477,32 @@ def test_workbook_full_mode_loads_the_hub_preset(offline):
     check_faceid_loaded(pipe)
     assert all(torch.equal(base_weights(pipe.unet)[k], v) for k, v in offline["lightning"].items())
     assert pipe._progress_bar_config == {"disable": True}
+
+
+@pytest.mark.parametrize("model", list(EXPECTED))
+def test_hub_files_lists_every_repo_load_pipeline_reads(hub, monkeypatch, tmp_path, model):
+    """A cache holding only the repos `anatomy.hub_files` names is enough for `load_pipeline`, and
+    each of those repos is needed: notebook 01's table cannot drift from the loader unnoticed."""
+    from huggingface_hub import constants
+
+    from fastface_lite.anatomy import hub_files
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    repos = {row.repo for row in hub_files(model, 4, "faceid-plusv2")}
+
+    def cache_with(wanted):
+        folder = tmp_path / f"cache-{len(wanted)}-{abs(hash(tuple(sorted(wanted))))}"
+        folder.mkdir()
+        for repo in wanted:
+            name = f"models--{repo.replace('/', '--')}"
+            (folder / name).symlink_to(hub["cache"] / name, target_is_directory=True)
+        return folder
+
+    pipe = load_pipeline(model=model, steps=4, adapter="faceid-plusv2", device="cpu", dtype=torch.float32,
+                         cache_dir=cache_with(repos))
+    assert isinstance(pipe, FastFacePipeline)
+    for missing in sorted(repos):
+        with pytest.raises(OSError):  # every "not in the cache" error of the hub clients is an OSError
+            load_pipeline(model=model, steps=4, adapter="faceid-plusv2", device="cpu", dtype=torch.float32,
+                          cache_dir=cache_with(repos - {missing}))
