@@ -17,6 +17,8 @@ recorded every layer takes the explicit path, so this is the worst case) and ``f
 
 Models: the tiny test model (latent 32x32) and a mid-size SDXL-shaped UNet (channels 128/256/512,
 SDXL's block layout, 1/2/2 transformer layers, latent 64x64 = 512 px; random weights, fp32, CPU).
+``--sizes sdxl --device cuda --dtype float16`` runs SDXL's own UNet shape at 1024 px on a GPU; memory
+is then the peak of ``torch.cuda.max_memory_allocated`` above what was allocated before the run.
 Usage: ``python bench/bench_recorder.py [--reps N] [--sizes tiny mid] [--presets ...]``.
 """
 from __future__ import annotations
@@ -42,15 +44,19 @@ from fastface_lite.recorder import trace  # noqa: E402
 PROMPT = "a photo of a person reading in a park"
 MID = dict(unet_channels=(128, 256, 512), unet_heads=(2, 4, 8), transformer_layers=(1, 2, 2),
            text_hidden=64, text_projection=64)
+SDXL = dict(unet_channels=(320, 640, 1280), unet_heads=(5, 10, 20), transformer_layers=(1, 2, 10),
+            text_hidden=1024, text_projection=1280, time_embed_dim=256)
 MODES = {"off": None, "id": dict(text=False), "text+id": dict()}
 
 
-def build(size: str):
+def build(size: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
     if size == "tiny":
         pipe, pixels = ff.tiny_pipeline(adapter="faceid", seed=0), None
     else:
-        pipe, pixels = models.sized_pipeline(replace(models.TINY, **MID), adapter="faceid", seed=0, image_size=512), 512
+        dims, pixels = (MID, 512) if size == "mid" else (SDXL, 1024)
+        pipe = models.sized_pipeline(replace(models.TINY, **dims), adapter="faceid", seed=0, image_size=pixels)
     pipe.set_progress_bar_config(disable=True)
+    pipe.to(device, dtype)
     emb = np.random.default_rng(0).standard_normal(adapter_id_dim(pipe)).astype(np.float32)
     return pipe, id_inputs(pipe, emb / np.linalg.norm(emb)), pixels
 
@@ -84,13 +90,27 @@ class PeakRSS:
         return self.peak - self.start
 
 
+class PeakCUDA:
+    """Peak GPU memory allocated while the block runs, above what was allocated before."""
+
+    def __enter__(self):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self.start = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc):
+        torch.cuda.synchronize()
+        self.delta = torch.cuda.max_memory_allocated() - self.start
+
+
 def one_run(pipe, inputs, pixels, preset: str, mode: str):
     """(seconds, store bytes, peak RSS delta) of one generation in ``mode``."""
     cfg = ff.FastFaceConfig.preset(preset)
     kwargs = dict(prompt=PROMPT, fastface=cfg, generator=torch.Generator().manual_seed(0), output_type="latent",
                   height=pixels, width=pixels, **inputs.call_kwargs())
     gc.collect()
-    with PeakRSS() as rss:
+    with (PeakCUDA() if torch.cuda.is_available() and pipe.device.type == "cuda" else PeakRSS()) as rss:
         start = time.perf_counter()
         if MODES[mode] is None:
             pipe(**kwargs)
@@ -99,6 +119,8 @@ def one_run(pipe, inputs, pixels, preset: str, mode: str):
             with trace(pipe, **MODES[mode]) as tr:
                 pipe(**kwargs)
             nbytes = tr.nbytes
+        if pipe.device.type == "cuda":
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         del kwargs
     return seconds, nbytes, rss.delta
@@ -128,20 +150,23 @@ def mib(n: int) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--sizes", nargs="+", default=["tiny", "mid"], choices=["tiny", "mid"])
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "mid"], choices=["tiny", "mid", "sdxl"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--presets", nargs="+", default=["baseline", "fastface-am2"], choices=list(ff.PRESETS))
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     started = time.perf_counter()
     rows = []
     for size in args.sizes:
-        pipe, inputs, pixels = build(size)
+        pipe, inputs, pixels = build(size, args.device, getattr(torch, args.dtype))
         for preset in args.presets:
             rows += bench(pipe, inputs, pixels, size, preset, args.reps)
         del pipe
-    print(f"\nRecorder overhead, 4 steps, 1 image, fp32 CPU, {torch.get_num_threads()} threads, "
+    memory = "peak GPU alloc delta MiB" if args.device == "cuda" else "peak RSS delta MiB"
+    print(f"\nRecorder overhead, 4 steps, 1 image, {args.dtype} on {args.device}, {torch.get_num_threads()} threads, "
           f"median of {args.reps}\n")
-    print("| model | variant | recording | s / image | x off | store MiB | peak RSS delta MiB | extra vs off MiB |")
+    print(f"| model | variant | recording | s / image | x off | store MiB | {memory} | extra vs off MiB |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['size']} | {r['preset']} | {r['mode']} | {r['seconds']:.3f} | {r['ratio']:.2f} | {mib(r['store'])} | "
