@@ -258,9 +258,9 @@ class SweepExplorer:
         if not hasattr(self, "_widget"):
             shape_row = widgets.HBox([self.shape, self.a_weight, self.b_weight, self.floor, self.power])
             steps = widgets.HBox([widgets.VBox(self.a_steps), widgets.VBox(self.b_steps)])
-            guidance_row = widgets.HBox([self.dcg_type, self.rescale_on, self.phi, self.renorm])
-            self._widget = widgets.VBox([self.preset, guidance_row, shape_row, steps, self.generate, self.summary,
-                                         widgets.HBox([self.images, self.plot])])
+            guidance_row = widgets.HBox([self.rescale_on, self.phi, self.renorm])
+            self._widget = widgets.VBox([self.preset, self.dcg_type, guidance_row, shape_row, steps, self.generate,
+                                         self.summary, widgets.HBox([self.images, self.plot])])
             self._widget.add_class("ff-sweep")
         return self._widget
 
