@@ -44,8 +44,6 @@ from fastface_lite.recorder import trace  # noqa: E402
 PROMPT = "a photo of a person reading in a park"
 MID = dict(unet_channels=(128, 256, 512), unet_heads=(2, 4, 8), transformer_layers=(1, 2, 2),
            text_hidden=64, text_projection=64)
-SDXL = dict(unet_channels=(320, 640, 1280), unet_heads=(5, 10, 20), transformer_layers=(1, 2, 10),
-            text_hidden=1024, text_projection=1280, time_embed_dim=256)
 MODES = {"off": None, "id": dict(text=False), "text+id": dict()}
 
 
@@ -53,7 +51,7 @@ def build(size: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
     if size == "tiny":
         pipe, pixels = ff.tiny_pipeline(adapter="faceid", seed=0), None
     else:
-        dims, pixels = (MID, 512) if size == "mid" else (SDXL, 1024)
+        dims, pixels = (MID, 512) if size == "mid" else (models.SDXL_UNET_DIMS, 1024)
         pipe = models.sized_pipeline(replace(models.TINY, **dims), adapter="faceid", seed=0, image_size=pixels)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device, dtype)

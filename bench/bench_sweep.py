@@ -23,8 +23,6 @@ from fastface_lite import models  # noqa: E402
 from fastface_lite.id_inputs import adapter_id_dim, id_inputs  # noqa: E402
 from fastface_lite.widgets import SweepExplorer  # noqa: E402
 
-SDXL = dict(unet_channels=(320, 640, 1280), unet_heads=(5, 10, 20), transformer_layers=(1, 2, 10),
-            text_hidden=1024, text_projection=1280, time_embed_dim=256)
 
 
 def main(argv=None) -> None:
@@ -41,7 +39,7 @@ def main(argv=None) -> None:
     if args.size == "tiny":
         pipe = ff.tiny_pipeline(adapter="faceid-plusv2", seed=0)
     else:
-        pipe = models.sized_pipeline(replace(models.TINY, **SDXL), adapter="faceid-plusv2", seed=0, image_size=1024)
+        pipe = models.sized_pipeline(replace(models.TINY, **models.SDXL_UNET_DIMS), adapter="faceid-plusv2", seed=0, image_size=1024)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(args.device, getattr(torch, args.dtype))
     rng = np.random.default_rng(0)

@@ -32,8 +32,7 @@ SIZES = {
     "tiny": ({}, None),
     "mid": (dict(unet_channels=(80, 160, 320), unet_heads=(2, 4, 8), transformer_layers=(1, 2, 2),
                  text_hidden=128, text_projection=128), 64),
-    "sdxl": (dict(unet_channels=(320, 640, 1280), unet_heads=(5, 10, 20), transformer_layers=(1, 2, 10),
-                  text_hidden=1024, text_projection=1280, time_embed_dim=256), 128),
+    "sdxl": (models.SDXL_UNET_DIMS, 128),
 }
 
 

@@ -15,15 +15,18 @@ from .config import PRESETS, FastFaceConfig
 from .data import face_path
 
 
-def identity_inputs(pipe, face: str):
-    """ID inputs for ``pipe`` from a photo, with the offline face model (dlib, 128-d)."""
+def identity_inputs(pipe, face: str, backend: str = "dlib", bgr: bool = False):
+    """(ID inputs for ``pipe``, photo path) from a shipped face name or a photo path.
+
+    backend: the face model ("dlib", 128-d, offline; "insightface", 512-d). bgr: hand the Plus v2
+    CLIP crop in BGR channel order, as the reference does.
+    """
     from .faces import FaceAnalyzer
     from .id_inputs import id_inputs, needs_clip
 
     photo = _photo(face)
-    analyzer = FaceAnalyzer(backend="dlib")
-    found = analyzer.largest(photo)
-    crop = found.aligned_crop(photo, size=224) if needs_clip(pipe) else None
+    found = FaceAnalyzer(backend=backend).largest(photo)
+    crop = found.aligned_crop(photo, size=224, bgr=bgr) if needs_clip(pipe) else None
     return id_inputs(pipe, found.embedding, crop), photo
 
 

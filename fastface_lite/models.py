@@ -41,6 +41,7 @@ from .presets import (  # noqa: F401 (re-exported: one import place for model lo
     preset_timesteps,
 )
 from .tiny import (  # noqa: F401
+    SDXL_UNET_DIMS,
     TINY,
     TINY_ID_DIM,
     TinyDims,

@@ -79,6 +79,10 @@ class TinyDims:
 
 
 TINY = TinyDims()
+# TinyDims overrides that give SDXL's own UNet shape (2.6 B parameters, cross_attention_dim 2048),
+# with the other modules kept small: for GPU benchmarks of the UNet loop with random weights.
+SDXL_UNET_DIMS = dict(unet_channels=(320, 640, 1280), unet_heads=(5, 10, 20), transformer_layers=(1, 2, 10),
+                      text_hidden=1024, text_projection=1280, time_embed_dim=256)
 
 
 def tiny_size(model: str) -> int:

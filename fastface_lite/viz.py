@@ -87,7 +87,8 @@ def save_figure(fig: Figure, path, dpi: int = 100) -> Path:
     if not path.suffix:
         path = path.with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    # PNGs without matplotlib's version stamp, so re-saving an unchanged figure changes no byte
+    fig.savefig(path, dpi=dpi, **({"metadata": {"Software": None}} if path.suffix == ".png" else {}))
     return path
 
 

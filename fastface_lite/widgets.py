@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import html
 import io
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import ipywidgets as widgets
@@ -61,7 +62,7 @@ class SweepResult:
     images: one PIL image per seed.
     weights: (a, b) per step, as the schedules gave them.
     norms: per step, Frobenius norms of the branches and of the two guidance terms (first seed).
-    evaluations: UNet evaluations of this run per image (norm recording evaluates all branches).
+    evaluations: UNet evaluations of the first seed's image (norm recording evaluates all branches).
     planned: UNet evaluations the same config needs without norm recording.
     """
 
@@ -189,18 +190,14 @@ class SweepExplorer:
                     self.a_steps[i].value = min(max(a, WEIGHT_RANGE["min"]), WEIGHT_RANGE["max"])
                     self.b_steps[i].value = min(max(b, WEIGHT_RANGE["min"]), WEIGHT_RANGE["max"])
 
-    class _Hold:
-        def __init__(self, owner):
-            self.owner, self.outer = owner, owner._holding
-
-        def __enter__(self):
-            self.owner._holding = True
-
-        def __exit__(self, *exc):
-            self.owner._holding = self.outer
-
+    @contextmanager
     def _hold(self):
-        return SweepExplorer._Hold(self)
+        """Set controls in bulk without regenerating on each (nests)."""
+        outer, self._holding = self._holding, True
+        try:
+            yield
+        finally:
+            self._holding = outer
 
     def _changed(self, change) -> None:
         if self._holding:
@@ -224,12 +221,14 @@ class SweepExplorer:
             self.summary.value = f"<span style='color:#b00'>not run: {html.escape(str(error))}</span>"
             return None
         images, norms, evaluations = [], [], 0
-        for seed in self.seeds:
-            out = self.pipe(prompt=self.prompt, fastface=cfg, generator=torch.Generator().manual_seed(seed),
+        for index, seed in enumerate(self.seeds):
+            # only the first seed records norms (every branch); the others run what the config reads
+            seed_cfg = cfg if index == 0 else cfg.replace(guidance=replace(cfg.guidance, record_norms=False))
+            out = self.pipe(prompt=self.prompt, fastface=seed_cfg, generator=torch.Generator().manual_seed(seed),
                             **self.id_inputs.call_kwargs())
             images.append(out.images[0])
-            norms = norms or out.guidance_norms
-            evaluations = out.unet_evaluations
+            if index == 0:
+                norms, evaluations = out.guidance_norms, out.unet_evaluations
         self.runs += 1
         self.last = SweepResult(cfg, images, self.weights(cfg), norms, evaluations,
                                 planned_evaluations(cfg, self.timesteps))
@@ -245,8 +244,8 @@ class SweepExplorer:
         self.summary.value = (
             f"<b>run {self.runs}</b> · DCG type {g.dcg_type} · schedule {self.shape.value} · "
             f"a {_fmt(a)} · b {_fmt(b)} · rescale {rescale} · renorm {'on' if g.renorm else 'off'}<br>"
-            f"UNet evaluations per image: <b>{result.planned}</b> (this run {result.evaluations}: "
-            f"norms need every branch) · AM from preset {self.preset.value}<br>"
+            f"UNet evaluations per image: <b>{result.planned}</b> (first seed {result.evaluations}: "
+            f"its norms need every branch) · AM from preset {self.preset.value}<br>"
             f"‖term 1‖ per step {_norms(term1)} · ‖term 2‖ per step {_norms(term2)}"
         )
         self.images.value = figure_png(image_grid(result.images, [f"seed {s}" for s in self.seeds]))

@@ -94,27 +94,15 @@ class Workbook:
         buffalo_l (512-d ArcFace), in tiny mode dlib (128-d, the tiny adapters' ID size). The
         Plus v2 CLIP crop is in BGR order in both modes, as the reference feeds it.
         """
-        from .faces import FaceAnalyzer
-        from .id_inputs import id_inputs, needs_clip
+        from .demo import identity_inputs
 
-        photo = Path(face) if Path(face).is_file() else _face_path(face)
-        found = FaceAnalyzer("dlib" if self.tiny else "insightface").largest(photo)
-        crop = found.aligned_crop(photo, size=224, bgr=True) if needs_clip(pipe) else None
-        return id_inputs(pipe, found.embedding, crop), photo
+        return identity_inputs(pipe, face, backend="dlib" if self.tiny else "insightface", bgr=True)
 
     def save(self, fig, name: str, dpi: int = 100) -> Path:
-        """Save a matplotlib figure as `figures/<name>.png` with no timestamp or version metadata."""
-        path = self.figures / (name if name.endswith(".png") else f"{name}.png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, metadata={"Software": None})
-        return path
+        """Save a matplotlib figure as `figures/<name>.png` (no version stamp: rebuilds leave it unchanged)."""
+        from .viz import save_figure
 
-
-def _face_path(name: str) -> Path:
-    from .data import face_path
-
-    return face_path(name)
-
+        return save_figure(fig, self.figures / (name if name.endswith(".png") else f"{name}.png"), dpi=dpi)
 
 def _gpu_gib() -> float:
     return torch.cuda.get_device_properties(0).total_memory / 2**30
