@@ -37,9 +37,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import fastface_lite as ff  # noqa: E402
-from fastface_lite import models  # noqa: E402
-from fastface_lite.id_inputs import adapter_id_dim, id_inputs  # noqa: E402
-from fastface_lite.recorder import trace  # noqa: E402
+from fastface_lite.sdxl import loading as models  # noqa: E402
+from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs  # noqa: E402
+from fastface_lite.inspect.trace import trace  # noqa: E402
 
 PROMPT = "a photo of a person reading in a park"
 MID = dict(unet_channels=(128, 256, 512), unet_heads=(2, 4, 8), transformer_layers=(1, 2, 2),

@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import fastface_lite as ff  # noqa: E402
-from fastface_lite import models  # noqa: E402
-from fastface_lite.id_inputs import adapter_id_dim, id_inputs  # noqa: E402
-from fastface_lite.widgets import SweepExplorer  # noqa: E402
+from fastface_lite.sdxl import loading as models  # noqa: E402
+from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs  # noqa: E402
+from fastface_lite.workbook.widgets import SweepExplorer  # noqa: E402
 
 
 

@@ -21,11 +21,11 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 import fastface_lite as ff
-from fastface_lite.id_inputs import adapter_id_dim, id_inputs
-from fastface_lite.pipeline import FastFacePipeline
-from fastface_lite.presets import _load_faceid, make_scheduler
-from fastface_lite.tiny import TinyDims, _clip_processor, _tokenizer_folder, write_faceid_adapter
-from fastface_lite.tokenizer import sdxl_tokenizers
+from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs
+from fastface_lite.sdxl.pipeline import FastFacePipeline
+from fastface_lite.sdxl.checkpoints import _load_faceid, make_scheduler
+from fastface_lite.sdxl.tiny import TinyDims, _clip_processor, _tokenizer_folder, write_faceid_adapter
+from fastface_lite.sdxl.tokenizer import sdxl_tokenizers
 
 # SDXL base 1.0 / h94 FaceID Plus v2 shapes. `--small` divides widths by 8 and depths by 4.
 UNET = dict(block_out_channels=(320, 640, 1280), attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10),

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 import fastface_lite as ff
-from fastface_lite import models
-from fastface_lite.id_inputs import adapter_id_dim, id_inputs
+from fastface_lite.sdxl import loading as models
+from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs
 
 # name -> (TinyDims overrides, latent side). "mid" keeps SDXL's block layout at a quarter of its
 # widths; "sdxl" is SDXL's own UNet shape (for a GPU).

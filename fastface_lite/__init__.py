@@ -3,9 +3,21 @@
     import fastface_lite as ff
     cfg = ff.FastFaceConfig.preset("fastface-am1", model="hyper")
     pipe = ff.tiny_pipeline(adapter="faceid-plusv2", seed=0)
+
+The package is built in layers; each sub-package imports only from the ones below it:
+
+    workbook/     notebook helpers: setup, widgets, anatomy, synthetic maps, the demo
+    evaluation/   the evaluation protocol: metrics, run grid, run folder, runner, CLI
+    inspect/      attention tracing and heat maps       faces/   photos and face analysis
+    sdxl/         FastFace inside diffusers' SDXL: processor, pipeline, adapter, loading
+    method/       the method itself, torch only: configs, schedules, DCG, AM, branches
+
+This module only names the public API; the method layer is imported eagerly (it is light), the
+diffusers-backed names on first use.
 """
-from . import attention, guidance, schedules
-from .config import (
+from fastface_lite.errors import ConfigError
+from fastface_lite.method import am, dcg, schedules
+from fastface_lite.method.config import (
     MODELS,
     PRESETS,
     AttentionConfig,
@@ -15,35 +27,40 @@ from .config import (
     PartConstants,
     PartTable,
 )
-from .errors import ConfigError
-from .mode import run_mode
-from .schedules import WeightSchedule
+from fastface_lite.method.schedules import WeightSchedule
+from fastface_lite.sdxl.mode import run_mode
+
+# The names the paper's two ideas go by in the README and notebooks: ff.guidance.guide (DCG) and
+# ff.attention.ip_attention (AM).
+guidance = dcg
+attention = am
 
 __all__ = [
-    "attention", "guidance", "schedules", "MODELS", "PRESETS", "AttentionConfig", "AttentionSchedule",
-    "FastFaceConfig", "GuidanceConfig", "PartConstants", "PartTable", "ConfigError", "run_mode",
-    "WeightSchedule", "FastFacePipeline", "FastFaceOutput", "tiny_pipeline", "load_pipeline", "install",
-    "StepContext", "EvalSpec", "run_evaluation", "recompute_metrics", "trace",
+    "am", "dcg", "guidance", "attention", "schedules", "MODELS", "PRESETS", "AttentionConfig",
+    "AttentionSchedule", "FastFaceConfig", "GuidanceConfig", "PartConstants", "PartTable", "ConfigError",
+    "run_mode", "WeightSchedule", "FastFacePipeline", "FastFaceOutput", "tiny_pipeline", "load_pipeline",
+    "install", "StepContext", "EvalSpec", "run_evaluation", "recompute_metrics", "trace",
 ]
+
+# name -> (module, attribute): diffusers-backed, imported on first use
+_LAZY = {
+    "FastFacePipeline": ("fastface_lite.sdxl.pipeline", "FastFacePipeline"),
+    "FastFaceOutput": ("fastface_lite.sdxl.pipeline", "FastFaceOutput"),
+    "tiny_pipeline": ("fastface_lite.sdxl.tiny", "tiny_pipeline"),
+    "load_pipeline": ("fastface_lite.sdxl.loading", "load_pipeline"),
+    "install": ("fastface_lite.sdxl.processor", "install"),
+    "StepContext": ("fastface_lite.sdxl.processor", "StepContext"),
+    "EvalSpec": ("fastface_lite.evaluation.grid", "EvalSpec"),
+    "run_evaluation": ("fastface_lite.evaluation.runner", "run_evaluation"),
+    "recompute_metrics": ("fastface_lite.evaluation.runner", "recompute_metrics"),
+    "trace": ("fastface_lite.inspect.trace", "trace"),
+}
 
 
 def __getattr__(name):
-    # The diffusers-backed layer is imported on first use: the math layer stays light to import.
-    lazy = {
-        "FastFacePipeline": ("pipeline", "FastFacePipeline"),
-        "FastFaceOutput": ("pipeline", "FastFaceOutput"),
-        "tiny_pipeline": ("models", "tiny_pipeline"),
-        "load_pipeline": ("models", "load_pipeline"),
-        "install": ("processor", "install"),
-        "StepContext": ("processor", "StepContext"),
-        "EvalSpec": ("evaluate", "EvalSpec"),
-        "run_evaluation": ("evaluate", "run_evaluation"),
-        "recompute_metrics": ("evaluate", "recompute_metrics"),
-        "trace": ("recorder", "trace"),
-    }
-    if name in lazy:
+    if name in _LAZY:
         import importlib
 
-        module, attr = lazy[name]
-        return getattr(importlib.import_module(f".{module}", __name__), attr)
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'fastface_lite' has no attribute {name!r}")

@@ -6,7 +6,7 @@ import sys
 
 
 def _demo(args) -> int:
-    from .demo import run_demo
+    from fastface_lite.workbook.demo import run_demo
 
     run_demo(out_dir=args.out, prompt=args.prompt, face=args.face, seed=args.seed, adapter=args.adapter)
     return 0
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--adapter", default="faceid-plusv2", choices=["faceid", "faceid-plusv2"])
     demo.set_defaults(run=_demo)
 
-    from .cli_eval import register  # `eval` and `metrics` live with the evaluation runner
+    from fastface_lite.evaluation.cli import register  # `eval` and `metrics` live with the evaluation runner
 
     register(commands)
     return parser

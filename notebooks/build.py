@@ -23,7 +23,7 @@ from nbclient import NotebookClient
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "src"
 sys.path.insert(0, str(HERE.parent))
-from fastface_lite.workbook import GITHUB_REPO, colab_badge  # noqa: E402
+from fastface_lite.workbook.session import GITHUB_REPO, colab_badge  # noqa: E402
 
 SETUP_CELL = f"""\
 # On Colab: fetch and install fastface_lite (a few minutes, once per session). Elsewhere: nothing.

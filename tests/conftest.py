@@ -41,7 +41,7 @@ def tiny_plus():
 
 def random_id_inputs(pipe, seed=1):
     """ID inputs from a random unit embedding and a random face-sized crop."""
-    from fastface_lite.id_inputs import adapter_id_dim, id_inputs
+    from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs
 
     rng = np.random.default_rng(seed)
     emb = rng.standard_normal(adapter_id_dim(pipe)).astype(np.float32)

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fastface_lite.workbook import GITHUB_REPO, colab_badge
+from fastface_lite.workbook.session import GITHUB_REPO, colab_badge
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

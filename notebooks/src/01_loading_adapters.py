@@ -20,7 +20,7 @@
 
 # %%
 import fastface_lite as ff
-from fastface_lite.workbook import setup
+from fastface_lite.workbook.session import setup
 
 wb = setup(seed=0)
 print(wb.describe())
@@ -29,7 +29,7 @@ print(wb.describe())
 # ## The distilled presets
 #
 # Distilled SDXL models sample in 1 to 8 steps instead of 25 to 50. They keep SDXL's architecture
-# and noise schedule and change the weights and the sampler. `fastface_lite.presets.MODEL_PRESETS`
+# and noise schedule and change the weights and the sampler. `fastface_lite.sdxl.checkpoints.MODEL_PRESETS`
 # holds one entry per model (the table of SPEC §1):
 #
 # * **how** the weights enter the SDXL base pipeline: a distillation LoRA fused into the UNet
@@ -44,7 +44,7 @@ print(wb.describe())
 
 # %%
 import pandas as pd
-from fastface_lite.presets import MODEL_PRESETS, preset_timesteps
+from fastface_lite.sdxl.checkpoints import MODEL_PRESETS, preset_timesteps
 
 pd.DataFrame([{
     "preset": p.name, "how": p.how, "repo": p.repo, "file (4 steps)": p.weight_name(4) or "-",
@@ -65,7 +65,7 @@ pd.DataFrame([{
 # presets):
 
 # %%
-from fastface_lite.anatomy import hub_files
+from fastface_lite.workbook.anatomy import hub_files
 
 for model in ("hyper", "lightning", "turbo"):
     print(f"load_pipeline({model!r}, steps=4, adapter='faceid-plusv2'):")
@@ -136,9 +136,9 @@ print(f"default image {pipe.default_sample_size * pipe.vae_scale_factor} px; "
 # %%
 import matplotlib.pyplot as plt
 from PIL import Image
-from fastface_lite.data import face_path
-from fastface_lite.faces import FaceAnalyzer
-from fastface_lite.id_inputs import id_inputs
+from fastface_lite.faces.photos import face_path
+from fastface_lite.faces.analyzer import FaceAnalyzer
+from fastface_lite.sdxl.adapter import id_inputs
 
 analyzer = FaceAnalyzer("dlib" if wb.tiny else "insightface")
 photo = Image.open(face_path("astronaut")).convert("RGB")
@@ -179,8 +179,8 @@ plt.show()
 
 # %%
 import torch
-from fastface_lite.anatomy import id_token_parts
-from fastface_lite.presets import adapter_info
+from fastface_lite.workbook.anatomy import id_token_parts
+from fastface_lite.sdxl.checkpoints import adapter_info
 
 parts = id_token_parts(pipe, inputs)
 print(f"adapter_info: {adapter_info(pipe)}  (ID tokens, ID embedding size)")
@@ -217,7 +217,7 @@ else:
 # It lives in the UNet, so it is active in all three guidance branches, the "no ID" ones included.
 
 # %%
-from fastface_lite.anatomy import lora_layers
+from fastface_lite.workbook.anatomy import lora_layers
 
 lora = pipe.unet.peft_config["faceid_0"]
 print(f"peft adapter 'faceid_0': rank {lora.r}, alpha {lora.lora_alpha}")
@@ -261,7 +261,7 @@ except ValueError as err:
 # it matches diffusers' processor (scale 1.0 in the stock processor):
 
 # %%
-from fastface_lite.anatomy import decoupled_attention
+from fastface_lite.workbook.anatomy import decoupled_attention
 
 attn = pipe.unet.get_submodule("up_blocks.0.attentions.0.transformer_blocks.0.attn2")
 weight = next(attn.parameters())
@@ -286,7 +286,7 @@ print("equals diffusers' IPAdapterAttnProcessor2_0:", torch.allclose(halves.outp
 # `guidance.BRANCH_CONDITIONS`):
 
 # %%
-from fastface_lite import guidance as dcg
+from fastface_lite.method import dcg as dcg
 
 combination = {1: "e_u + a (e_t - e_u) + b (e_ti - e_t)", 2: "e_u + a (e_t - e_u) + b (e_i - e_u)",
                3: "e_u + a (e_i - e_u) + b (e_ti - e_i)"}

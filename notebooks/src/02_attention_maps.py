@@ -9,7 +9,7 @@
 #   read off exactly; the per-part constants, the per-step schedule, AdaIN, and why the softmask
 #   ties the three guidance branches together.
 # * **Recorded maps**: `ff.trace(pipe)` records per-token attention while the pipeline runs;
-#   `Trace.maps(kind, token, block, step, branch, stage)` returns one heat map; `fastface_lite.viz`
+#   `Trace.maps(kind, token, block, step, branch, stage)` returns one heat map; `fastface_lite.inspect.plots`
 #   plots them by token, block and step, and the ID maps before AM ("raw") and after ("used").
 # * **The attention inspector**: a widget to browse a recorded run.
 #
@@ -21,7 +21,7 @@
 
 # %%
 import fastface_lite as ff
-from fastface_lite.workbook import setup
+from fastface_lite.workbook.session import setup
 
 wb = setup(seed=0)
 print(wb.describe())
@@ -41,7 +41,7 @@ print(wb.describe())
 #
 # ## The transforms on a synthetic face
 #
-# `fastface_lite.synthetic.synthetic_face_attention` builds such a tensor for a 32 x 32 grid: an
+# `fastface_lite.workbook.synthetic.synthetic_face_attention` builds such a tensor for a 32 x 32 grid: an
 # elliptical "face" blob on a background, with noise. Token 1 attends to the face most strongly,
 # token 2 less, token 3 least (after the softmax token 3 even gets less on the face than elsewhere:
 # tokens 1 and 2 take its share); token 0 attends to the background (the reference treats token 0
@@ -52,7 +52,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from fastface_lite.synthetic import synthetic_face_attention
+from fastface_lite.workbook.synthetic import synthetic_face_attention
 
 SIDE = 32
 synthetic = synthetic_face_attention(size=SIDE, heads=2, seed=wb.seed)
@@ -79,13 +79,13 @@ pd.DataFrame([{"token": t, "mean in the face": grid(A, t)[inside].mean(), "mean 
 # | `softmask` | norm(sigma(k (norm(A) - 0.5))) | k = 12.5 / 1.0 / 12.5 |
 # | `adaptive_softmask` | norm(sigma(k (norm(A) - q))), q = quantile_qa(A) over positions | k = 12.5 / 1 / 12.5, qa = 0.6 / 1.0 / 0.6 |
 #
-# They live in `fastface_lite.attention` (`manipulate` applies a chain to chosen token columns,
+# They live in `fastface_lite.method.am` (`manipulate` applies a chain to chosen token columns,
 # `minmax_norm`, `spatial_quantile`), the constants in `PartTable`:
 
 # %%
 import dataclasses
-from fastface_lite import attention as am
-from fastface_lite.config import PartTable
+from fastface_lite.method import am as am
+from fastface_lite.method.config import PartTable
 
 pd.DataFrame({part: dataclasses.asdict(PartTable()[part]) for part in ("down", "mid", "up")})
 
@@ -304,7 +304,7 @@ plt.show()
 # up block:
 
 # %%
-from fastface_lite.viz import block_step_grid, raw_vs_used, token_step_grid
+from fastface_lite.inspect.plots import block_step_grid, raw_vs_used, token_step_grid
 
 backdrop = None if wb.tiny else image  # noise adds nothing under a map
 fig = token_step_grid(tr, ["person", "reading", "park"], backdrop, kind="text", block="up_blocks.0")
@@ -364,13 +364,13 @@ for branch in tr.branches:
 # %% [markdown]
 # ## The attention inspector
 #
-# `fastface_lite.widgets.AttentionInspector(trace, image)` browses a recorded run: token kind
+# `fastface_lite.workbook.widgets.AttentionInspector(trace, image)` browses a recorded run: token kind
 # (text or ID), token, block, step, branch and, for ID tokens, the stage (raw or used). It shows the
 # map over the image and its numbers. Its controls are ordinary ipywidgets, so a cell can set them
 # too; `query()` returns the `Trace.maps` arguments they select and `last` the map shown:
 
 # %%
-from fastface_lite.widgets import AttentionInspector
+from fastface_lite.workbook.widgets import AttentionInspector
 
 inspector = AttentionInspector(tr, image)
 inspector.token.value = "person"

@@ -19,7 +19,7 @@
 # model with FaceID Plus v2; the grid then shows how the identity strengthens with `b`.
 
 # %%
-from fastface_lite.workbook import setup
+from fastface_lite.workbook.session import setup
 
 wb = setup(seed=0)  # first: it quietens the libraries before they are imported
 print(wb.describe())
@@ -32,11 +32,11 @@ import numpy as np
 import pandas as pd
 
 import fastface_lite as ff
-from fastface_lite import guidance
-from fastface_lite.pipeline import planned_evaluations
-from fastface_lite.presets import preset_timesteps
-from fastface_lite.schedules import TIMESTEP_SHAPES, WeightSchedule
-from fastface_lite.widgets import SweepExplorer, schedule_and_norms
+from fastface_lite.method import dcg as guidance
+from fastface_lite.sdxl.pipeline import planned_evaluations
+from fastface_lite.sdxl.checkpoints import preset_timesteps
+from fastface_lite.method.schedules import TIMESTEP_SHAPES, WeightSchedule
+from fastface_lite.workbook.widgets import SweepExplorer, schedule_and_norms
 
 pipe = wb.pipeline(model="hyper")
 inputs, photo = wb.identity_inputs(pipe, "astronaut")  # dlib in tiny mode, insightface in full

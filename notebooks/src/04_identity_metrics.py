@@ -21,7 +21,7 @@
 
 # %%
 import fastface_lite as ff
-from fastface_lite.workbook import setup
+from fastface_lite.workbook.session import setup
 
 wb = setup(seed=0)
 print(wb.describe())
@@ -50,7 +50,7 @@ print(wb.describe())
 # both (`id_similarity` and `id_dlib_similarity`) in full mode.
 
 # %%
-from fastface_lite.faces import FaceAnalyzer
+from fastface_lite.faces.analyzer import FaceAnalyzer
 
 analyzers = {"dlib": FaceAnalyzer("dlib")}
 if not wb.tiny:  # full mode: ArcFace first (the protocol's number), dlib as the second opinion
@@ -68,8 +68,8 @@ for name, analyzer in analyzers.items():
 import numpy as np
 import matplotlib.pyplot as plt
 from PIL import Image
-from fastface_lite.data import face_names, face_path
-from fastface_lite.images import load_rgb
+from fastface_lite.faces.photos import face_names, face_path
+from fastface_lite.faces.images import load_rgb
 
 photos = {name: Image.fromarray(load_rgb(face_path(name))) for name in face_names()}
 faces = {name: primary.largest(photo) for name, photo in photos.items()}
@@ -106,8 +106,8 @@ plt.show()
 import itertools
 import pandas as pd
 from PIL import ImageEnhance, ImageOps
-from fastface_lite.data import insightface_group_photo
-from fastface_lite.metrics import cosine_similarity, identity_similarity
+from fastface_lite.faces.photos import insightface_group_photo
+from fastface_lite.evaluation.metrics import cosine_similarity, identity_similarity
 
 changes = {"mirrored": ImageOps.mirror,
            "darker": lambda im: ImageEnhance.Brightness(im).enhance(0.6),
@@ -266,7 +266,7 @@ print("first blur sigma that loses the face:", blur[blur["failed"]].groupby(["mo
 # error that says what was wrong and what to do; all of them derive from `FaceError`.
 
 # %%
-from fastface_lite.faces import FaceError
+from fastface_lite.faces.analyzer import FaceError
 
 rng = np.random.default_rng(0)
 bad_images = {
@@ -288,7 +288,7 @@ for label, image in bad_images.items():
 # corrupt JPEG) still raises: that is a bug in the run, not a property of the image.
 
 # %%
-from fastface_lite.metrics import aggregate, face_size_ratio
+from fastface_lite.evaluation.metrics import aggregate, face_size_ratio
 
 score = identity_similarity(faces["astronaut"], bad_images["noise"], primary)
 print("detection_failure:", score.detection_failure, "| failed side:", score.failed)
@@ -325,7 +325,7 @@ for label, image in {"astronaut, full photo": astronaut, "astronaut, cropped to 
 # with nothing to say about the image or the prompt.
 
 # %%
-from fastface_lite.metrics import ClipScorer
+from fastface_lite.evaluation.metrics import ClipScorer
 
 clip = ClipScorer.tiny(seed=0) if wb.tiny else ClipScorer("openai/clip-vit-large-patch14", device=wb.device)
 prompts = ["a photo of an astronaut in front of a flag", "a watercolor painting of a cat"]

@@ -7,7 +7,7 @@
 # * **The protocol**: identities x prompts (realistic and stylistic sets) x variants (x models), one
 #   image each, every image with its own seed; identity similarity, CLIP score and face size per
 #   image; detection failures counted and excluded; bootstrap intervals per group.
-# * **A small run** with `fastface_lite.evaluate`: the run folder, the summary table, the plots it
+# * **A small run** with `fastface_lite.evaluation.runner`: the run folder, the summary table, the plots it
 #   writes, and a plot of our own from the per-image results.
 # * **Resume**: running the same evaluation again redoes nothing; a changed setting is refused.
 # * **Scaling up**: the full protocol on Colab, and on several GPUs with `accelerate launch`.
@@ -20,7 +20,7 @@
 
 # %%
 import fastface_lite as ff
-from fastface_lite.workbook import setup
+from fastface_lite.workbook.session import setup
 
 wb = setup(seed=0)
 print(wb.describe())
@@ -51,7 +51,7 @@ print(wb.describe())
 # %%
 import os
 import pandas as pd
-from fastface_lite.evaluate import EvalSpec, build_items, load_results, run_evaluation, run_settings
+from fastface_lite.evaluation.runner import EvalSpec, build_items, load_results, run_evaluation, run_settings
 
 os.chdir(wb.figures.parent)  # the repository root, so paths read as in the README's commands
 spec = EvalSpec(identities=("astronaut",), prompt_sets=("realistic", "stylistic"), prompts_per_set=1,
@@ -146,7 +146,7 @@ summary[summary["metric"] != "seconds"].reset_index(drop=True)
 
 # %%
 import numpy as np
-from fastface_lite.metrics import aggregate
+from fastface_lite.evaluation.metrics import aggregate
 
 rng = np.random.default_rng(0)
 sizes = [10, 40, 160]
@@ -219,7 +219,7 @@ print("same results:", again.drop(columns=["seconds", "finished_at"]).equals(res
 # settings in one table would be silently wrong), and so is writing into a run without either flag:
 
 # %%
-from fastface_lite.evaluate import RunFolderError
+from fastface_lite.evaluation.runner import RunFolderError
 
 for label, call in {
     "another seed": lambda: run_evaluation(EvalSpec(**{**spec.__dict__, "seed": 1}), run, resume=True, progress=False),

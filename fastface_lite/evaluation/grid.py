@@ -1,0 +1,237 @@
+"""What an evaluation run is (see :mod:`fastface_lite.evaluation.runner`): its spec, identity photos, prompt
+sets and settings, and the grid of items with their seeds and their split over processes.
+
+**An image does not depend on its neighbours.** Every item draws its starting noise from its own
+generator, seeded by :func:`item_seed` from (seed, identity, prompt) through SHA-256. The
+reference implementation shared one generator over the whole dataset and walked ``os.listdir``
+order (SPEC §4, bug 7), so an image changed when the dataset or its order did. Here identities and
+prompts are sorted, and an item's result is the same alone, in any order, in any shard, on any
+number of processes. The seed does not depend on the variant or model: every variant starts from
+the same noise, so variants are compared pair by pair.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from fastface_lite.method.config import MODELS, PRESETS, FastFaceConfig
+from fastface_lite.faces.photos import face_names, face_path, load_prompts
+from fastface_lite.errors import ConfigError
+from fastface_lite.sdxl.mode import MODES, run_mode
+from fastface_lite.evaluation.run_folder import IMAGES, SETTINGS_FORMAT, Identity, _sha256_file
+
+ADAPTER_NAMES = ("faceid", "faceid-plusv2")  # models.ADAPTERS, without importing diffusers
+TINY_WEIGHTS_SEED = 0  # the tiny pipeline's (random) weights: one fixed "checkpoint"
+FULL_CLIP_MODELS = {"clip_score": "openai/clip-vit-large-patch14",
+                    "clip_score_b32": "openai/clip-vit-base-patch32"}
+
+
+# ----------------------------------------------------------------------------------------------
+# what to evaluate
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalSpec:
+    """The grid of an evaluation run.
+
+    Args:
+        identities: names of photos in data/faces or paths to photos; empty = all shipped faces.
+            An identity is called by the file's stem.
+        prompt_sets: shipped sets ("realistic", "stylistic") or paths to prompt files (set name =
+            file stem). Prompts are stripped, lower-cased (`data.load_prompts`), de-duplicated, sorted.
+        prompts_per_set: keep the first N prompts of each set after sorting (None = all).
+        variants: FastFace presets (``config.PRESETS``).
+        models: distilled model presets (``config.MODELS``).
+        adapter: "faceid-plusv2" or "faceid".
+        seed: base seed; each image's seed is ``item_seed(seed, identity, prompt)``.
+        num_steps: sampling steps (the presets with per-step lists need 4).
+        size: image side in pixels (None = the model's default: 1024, turbo 512; tiny: a quarter).
+        mode: "tiny" or "full" (None = ``run_mode()``).
+        clip_crop_bgr: Plus v2 only: give CLIP the BGR face crop, as the reference implementation
+            and the IP-Adapter FaceID demo do (SPEC §1). True by default for fidelity.
+    """
+
+    identities: tuple[str, ...] = ()
+    prompt_sets: tuple[str, ...] = ("realistic", "stylistic")
+    prompts_per_set: Optional[int] = None
+    variants: tuple[str, ...] = PRESETS
+    models: tuple[str, ...] = ("hyper",)
+    adapter: str = "faceid-plusv2"
+    seed: int = 0
+    num_steps: int = 4
+    size: Optional[int] = None
+    mode: Optional[str] = None
+    clip_crop_bgr: bool = True
+
+    def __post_init__(self):
+        for name in ("identities", "prompt_sets", "variants", "models"):
+            value = getattr(self, name)
+            value = (value,) if isinstance(value, (str, os.PathLike)) else value
+            # de-duplicate, keep the order given (variants and models are the columns of the summary)
+            object.__setattr__(self, name, tuple(dict.fromkeys(os.fspath(v) for v in value)))
+        for name, valid in (("variants", PRESETS), ("models", MODELS)):
+            values = getattr(self, name)
+            if not values:
+                raise ConfigError(f"{name} is empty; give at least one of {', '.join(valid)}")
+            bad = [v for v in values if v not in valid]
+            if bad:
+                raise ConfigError(f"unknown {name} {bad}; valid: {', '.join(valid)}")
+        if not self.prompt_sets:
+            raise ConfigError("prompt_sets is empty; give 'realistic', 'stylistic' or prompt files")
+        if self.adapter not in ADAPTER_NAMES:
+            raise ConfigError(f"unknown adapter {self.adapter!r}; valid: {', '.join(ADAPTER_NAMES)}")
+        if self.mode is not None and self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.prompts_per_set is not None and (not isinstance(self.prompts_per_set, int)
+                                                 or self.prompts_per_set < 1):
+            raise ConfigError(f"prompts_per_set must be a positive integer, got {self.prompts_per_set!r}")
+        if self.size is not None and (not isinstance(self.size, int) or self.size < 32 or self.size % 8):
+            raise ConfigError(f"size must be a multiple of 8 and at least 32 pixels, got {self.size!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        for model in self.models:  # fail now, not after hours, if a preset cannot run
+            for variant in self.variants:
+                FastFaceConfig.preset(variant, model=model, num_steps=self.num_steps)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "face"
+
+
+def resolve_identities(identities: Sequence[str]) -> list[Identity]:
+    """Identity photos by name (data/faces) or path, sorted by name; names must be unique."""
+    found = {}
+    for entry in identities or face_names():
+        path = Path(entry).expanduser()
+        if not path.is_file():
+            if os.sep in entry or "/" in entry or path.suffix:
+                raise FileNotFoundError(f"identity photo {entry!r} does not exist; pass a name from "
+                                        f"data/faces ({', '.join(face_names())}) or a path to a photo")
+            path = face_path(entry)  # raises FileNotFoundError naming the shipped faces
+        name = _safe_name(path.stem)
+        if name in found and found[name].resolve() != path.resolve():
+            raise ConfigError(f"two identity photos are both called {name!r} ({found[name]} and {path}); "
+                              "rename one: an identity is known by its file name")
+        found[name] = path
+    return [Identity(name, found[name], _sha256_file(found[name])) for name in sorted(found)]
+
+
+def resolve_prompt_sets(prompt_sets: Sequence[str], per_set: Optional[int] = None) -> dict[str, list[str]]:
+    """{set name: sorted unique prompts (first ``per_set`` of them)} from set names or files."""
+    sets = {}
+    for entry in prompt_sets:
+        text = os.fspath(entry)
+        is_file = os.sep in text or "/" in text or text.endswith(".txt")
+        name = _safe_name(Path(text).stem) if is_file else text
+        if name in sets:
+            raise ConfigError(f"two prompt sets are both called {name!r}; prompt files are known by their stem")
+        sets[name] = sorted(set(load_prompts(text)))[:per_set]
+    return sets
+
+
+def run_settings(spec: EvalSpec) -> dict:
+    """What defines the run's results, as stored in settings.json and compared on resume.
+
+    The prompts and the photos' SHA-256 are stored (not just file names), and so is every variant's
+    full config: an edited prompt file, photo or preset makes a resume refuse instead of mixing
+    old and new results. ``--limit`` is not a setting: it only says how much of the grid to do now.
+    """
+    mode = spec.mode or run_mode()
+    configs = {f"{m}/{v}": FastFaceConfig.preset(v, model=m, num_steps=spec.num_steps).to_dict()
+               for m in spec.models for v in spec.variants}
+    return {
+        "format": SETTINGS_FORMAT,
+        "mode": mode,
+        "models": list(spec.models),
+        "variants": list(spec.variants),
+        "adapter": spec.adapter,
+        "seed": spec.seed,
+        "num_steps": spec.num_steps,
+        "size": spec.size,
+        "clip_crop_bgr": spec.clip_crop_bgr,
+        "identities": [{"name": i.name, "sha256": i.sha256}
+                       for i in resolve_identities(spec.identities)],
+        "prompts": resolve_prompt_sets(spec.prompt_sets, spec.prompts_per_set),
+        "weights": ({"tiny_pipeline_seed": TINY_WEIGHTS_SEED, "clip": "ClipScorer.tiny(seed=0)",
+                     "face_analyzer": "dlib"} if mode == "tiny" else
+                    {"clip": FULL_CLIP_MODELS, "face_analyzer": "insightface buffalo_l",
+                     "second_opinion": "dlib", "dtype": "float16 on CUDA, else float32"}),
+        "variant_configs": configs,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# the grid
+# ----------------------------------------------------------------------------------------------
+def item_seed(seed: int, identity: str, prompt: str) -> int:
+    """The seed of one image: SHA-256 of (seed, identity, prompt), 63 bits.
+
+    Stable across processes, machines and Python runs (unlike ``hash()``), and independent of
+    the order or sharding of the grid, of the variant and of the model.
+    """
+    text = json.dumps([int(seed), identity, prompt], ensure_ascii=False)
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One image of the grid."""
+
+    model: str
+    variant: str
+    identity: str
+    prompt_set: str
+    prompt: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.variant}/{self.identity}/{self.prompt_set}/{self.prompt}"
+
+    @property
+    def image(self) -> str:
+        """Path of the image inside the run folder (POSIX separators)."""
+        words = re.sub(r"[^a-z0-9]+", "-", self.prompt.lower()).strip("-")[:48].strip("-")
+        digest = hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()[:8]
+        return f"{IMAGES}/{self.model}/{self.variant}/{self.identity}/{self.prompt_set}-{words}-{digest}.png"
+
+
+def build_items(settings: dict) -> list[EvalItem]:
+    """The whole grid in its canonical order: model, identity, prompt set, prompt, variant.
+
+    Models come first so that each process loads each model once; variants last, so the variants
+    of one (identity, prompt) sit together.
+    """
+    identities = sorted(i["name"] for i in settings["identities"])
+    items = []
+    for model in settings["models"]:
+        for identity in identities:
+            for prompt_set in sorted(settings["prompts"]):
+                for prompt in sorted(settings["prompts"][prompt_set]):
+                    seed = item_seed(settings["seed"], identity, prompt)
+                    for variant in settings["variants"]:
+                        items.append(EvalItem(model, variant, identity, prompt_set, prompt, seed))
+    return items
+
+
+def shard(items: Sequence[EvalItem], index: int, count: int) -> list[EvalItem]:
+    """The items of process ``index`` of ``count``, a deterministic split.
+
+    Items are dealt out in groups of one (model, identity, prompt) -- all variants of an image
+    together -- and group g goes to process g % count. Dealing single items (i % count) would give
+    one process every cheap baseline and another every three-branch variant when the number of
+    variants is a multiple of the process count; whole groups give every process the same mix.
+    """
+    if not 0 <= index < count:
+        raise ValueError(f"process index {index} is outside 0..{count - 1}")
+    groups: dict[tuple, int] = {}
+    mine = []
+    for item in items:
+        group = groups.setdefault((item.model, item.identity, item.prompt_set, item.prompt), len(groups))
+        if group % count == index:
+            mine.append(item)
+    return mine

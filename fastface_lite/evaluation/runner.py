@@ -1,0 +1,480 @@
+"""The evaluation runner (SPEC §5): identities x prompts x variants x models, one image each.
+
+    from fastface_lite.evaluation.runner import EvalSpec, run_evaluation, recompute_metrics
+    spec = EvalSpec(identities=("astronaut", "grace_hopper"), variants=("baseline", "fastface-am2"))
+    table = run_evaluation(spec, "runs/hyper", resume=True)   # a pandas DataFrame, one row per image
+    recompute_metrics("runs/hyper")                           # score the saved images again
+
+What makes a run trustworthy, and how this module (with the two it builds on) gets it:
+
+* **An image does not depend on its neighbours**: every item has its own seed, from (seed,
+  identity, prompt), and the grid is sorted; see :mod:`fastface_lite.evaluation.grid`.
+* **A killed run loses nothing and repeats nothing**: images are written atomically and every
+  finished item is appended to an fsynced log, which ``resume=True`` reads; see
+  :mod:`fastface_lite.evaluation.run_folder`, which also shows the layout of a run folder.
+* **Several processes or GPUs** (``accelerate launch ... fastface eval``): ``accelerate.PartialState``
+  gives each process its index; the items still to do are dealt out deterministically (see `shard`:
+  the variants of one (model, identity, prompt) stay together, group g goes to process g % n), each
+  process appends to its own log, and the main process merges the logs after ``wait_for_everyone``.
+  Results do not depend on the number of processes (bit for bit when every process uses the same
+  number of CPU threads; CPU float sums depend on it at the 1e-6 level). One command at a time per
+  run folder; across machines the folder must be on a shared filesystem.
+
+Metrics per image (SPEC §5): identity similarity with the mode's analyzer (tiny: dlib; full:
+insightface buffalo_l) plus dlib as an independent second opinion (in tiny mode the primary already
+is dlib, so the ``id_dlib_*`` columns repeat the ``id_*`` ones); CLIP text alignment (tiny: a tiny
+random CLIP; full: ViT-L/14 as ``clip_score`` and ViT-B/32 as ``clip_score_b32``); face size ratio.
+A missing face is a detection failure (a flag, and NaN in the metric), never a number.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fastface_lite.method.config import FastFaceConfig
+from fastface_lite.errors import ConfigError
+from fastface_lite.evaluation.grid import (FULL_CLIP_MODELS, TINY_WEIGHTS_SEED, EvalItem, EvalSpec, build_items, item_seed,
+                        resolve_identities, resolve_prompt_sets, run_settings, shard)
+from fastface_lite.evaluation.run_folder import (PLOTS, RESULTS_CSV, RESULTS_JSONL, SHARDS, SUMMARY_CSV, SUMMARY_MD, Identity,
+                         RunFolderError, _fsync_write, _identity_photo, _inspect_run_dir, _jsonable, _Log,
+                         _load_settings, _merged_records, _prepare_run_dir, _write_text)
+# moved to eval_grid / run_folder; still importable from here
+from fastface_lite.evaluation.grid import ADAPTER_NAMES  # noqa: F401
+from fastface_lite.evaluation.run_folder import IDENTITIES, IMAGES, SETTINGS_FILE, SETTINGS_FORMAT  # noqa: F401
+
+__all__ = [
+    "EvalSpec", "EvalItem", "Identity", "RunFolderError", "SimulatedKill", "Scorers",
+    "run_evaluation", "recompute_metrics", "load_results", "build_items", "item_seed",
+    "shard", "resolve_identities", "resolve_prompt_sets", "run_settings", "SUMMARY_METRICS",
+    "TIMING_COLUMNS",
+]
+
+# per-image columns summarised by `metrics.aggregate` (those present in the table)
+SUMMARY_METRICS = ("id_similarity", "id_dlib_similarity", "clip_score", "clip_score_b32",
+                   "face_size_ratio", "unet_evaluations", "seconds")
+# columns that depend on the machine and the moment, not on the inputs
+TIMING_COLUMNS = ("seconds", "finished_at", "metrics_at")
+_GROUP_BY = ("model", "variant", "prompt_set")
+
+
+class SimulatedKill(RuntimeError):
+    """Raised by ``run_evaluation(..., stop_after=N)``: a test hook standing in for a killed process."""
+
+
+# ----------------------------------------------------------------------------------------------
+# scoring (shared by the run and by recompute_metrics)
+# ----------------------------------------------------------------------------------------------
+class Scorers:
+    """The metrics of one mode (SPEC §5), loaded once per process.
+
+    tiny: dlib identity similarity (the second opinion is the same model, so it is copied),
+    ``ClipScorer.tiny()``. full: insightface buffalo_l primary + dlib second opinion, CLIP
+    ViT-L/14 (``clip_score``) and ViT-B/32 (``clip_score_b32``). Face size: the primary analyzer.
+    CLIP models load on first use.
+    """
+
+    def __init__(self, mode: str, device: Optional[torch.device] = None):
+        from fastface_lite.faces.analyzer import FaceAnalyzer
+
+        self.mode = mode
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        if mode == "tiny":
+            self.analyzer = FaceAnalyzer("dlib")
+            self.second = None
+        else:
+            ctx_id = (self.device.index or 0) if self.device.type == "cuda" else -1
+            self.analyzer = FaceAnalyzer("insightface", ctx_id=ctx_id)
+            self.second = FaceAnalyzer("dlib")
+        self._clip = None
+        self._references: dict[Path, tuple] = {}
+
+    @property
+    def clip(self) -> dict:
+        if self._clip is None:
+            from fastface_lite.evaluation.metrics import ClipScorer
+
+            if self.mode == "tiny":
+                self._clip = {"clip_score": ClipScorer.tiny(seed=0)}
+            else:
+                self._clip = {column: ClipScorer(model_id, device=self.device)
+                              for column, model_id in FULL_CLIP_MODELS.items()}
+        return self._clip
+
+    def reference(self, photo: Path):
+        """(primary Face, second-opinion Face or the photo itself when dlib finds no face).
+
+        The primary analyzer must find a face: the adapter is conditioned on it.
+        """
+        photo = Path(photo)
+        if photo not in self._references:
+            primary = self.analyzer.largest(photo)
+            second = None
+            if self.second is not None:
+                from fastface_lite.faces.analyzer import NoFaceError
+
+                try:
+                    second = self.second.largest(photo)
+                except NoFaceError:
+                    second = photo  # scored as a reference-side detection failure
+            self._references[photo] = (primary, second)
+        return self._references[photo]
+
+    def score(self, image, prompt: str, photo: Path) -> dict:
+        """Metric columns for one generated ``image`` of ``prompt`` against identity ``photo``."""
+        from fastface_lite.evaluation.metrics import face_size_ratio, identity_similarity
+
+        primary, second = self.reference(photo)
+        scores = {}
+        ident = identity_similarity(primary, image, self.analyzer)
+        scores.update(ident.as_record("id_"))
+        scores["id_failed"] = ",".join(ident.failed)
+        if self.second is None:  # tiny: the primary is dlib already
+            dlib_ident = ident
+        else:
+            dlib_ident = identity_similarity(second, image, self.second)
+        scores.update(dlib_ident.as_record("id_dlib_"))
+        scores["id_dlib_failed"] = ",".join(dlib_ident.failed)
+        for column, scorer in self.clip.items():
+            scores[column] = float(scorer.scores([image], [prompt])[0])
+        size = face_size_ratio(image, self.analyzer)
+        scores["face_size_ratio"] = float("nan") if size.ratio is None else size.ratio
+        scores["face_detection_failure"] = size.detection_failure
+        return scores
+
+
+# ----------------------------------------------------------------------------------------------
+# generation
+# ----------------------------------------------------------------------------------------------
+class _Generator:
+    """One pipeline at a time (items come grouped by model) and each identity's inputs once."""
+
+    def __init__(self, settings: dict, device: torch.device, scorers: Scorers):
+        self.settings = settings
+        self.device = device
+        self.scorers = scorers
+        self.model = None
+        self.pipe = None
+        self._inputs: dict[str, object] = {}
+        self._crops: dict[str, object] = {}
+
+    def _load(self, model: str):
+        if self.model == model:
+            return
+        self.pipe, self._inputs = None, {}
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        from fastface_lite.sdxl import loading as models
+        adapter = self.settings["adapter"]
+        if self.settings["mode"] == "tiny":
+            pipe = models.tiny_pipeline(adapter=adapter, seed=TINY_WEIGHTS_SEED, model=model,
+                                        device=str(self.device))
+        else:
+            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+            pipe = models.load_pipeline(model=model, steps=self.settings["num_steps"], adapter=adapter,
+                                        device=str(self.device), dtype=dtype)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe, self.model = pipe, model
+
+    def _id_inputs(self, identity: str, photo: Path):
+        """Embedding and aligned crop from the mode's analyzer (tiny: dlib 128-d; full: insightface
+        512-d); the crop is BGR when ``clip_crop_bgr`` (the reference's choice, SPEC §1)."""
+        if identity not in self._inputs:
+            from fastface_lite.sdxl.adapter import id_inputs, needs_clip
+
+            face, _ = self.scorers.reference(photo)
+            crop = None
+            if needs_clip(self.pipe):
+                if identity not in self._crops:
+                    self._crops[identity] = face.aligned_crop(photo, size=224,
+                                                              bgr=self.settings["clip_crop_bgr"])
+                crop = self._crops[identity]
+            self._inputs[identity] = id_inputs(self.pipe, face.embedding, crop)
+        return self._inputs[identity]
+
+    def __call__(self, item: EvalItem, photo: Path):
+        """-> (PIL image, UNet evaluations, seconds)."""
+        self._load(item.model)
+        inputs = self._id_inputs(item.identity, photo)
+        cfg = FastFaceConfig.preset(item.variant, model=item.model, num_steps=self.settings["num_steps"])
+        size = self.settings["size"]
+        # noise from a CPU generator: the same starting latents on any device
+        generator = torch.Generator("cpu").manual_seed(item.seed)
+        start = time.perf_counter()
+        out = self.pipe(prompt=item.prompt, fastface=cfg, generator=generator, height=size, width=size,
+                        **inputs.call_kwargs())
+        image = out.images[0]  # a PIL image: the GPU work is done once it exists
+        return image, int(out.unet_evaluations), time.perf_counter() - start
+
+
+def _item_record(item: EvalItem) -> dict:
+    return {"key": item.key, "model": item.model, "variant": item.variant, "identity": item.identity,
+            "prompt_set": item.prompt_set, "prompt": item.prompt, "seed": item.seed, "image": item.image}
+
+
+def _save_png(image, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    _fsync_write(path, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------
+# the runner
+# ----------------------------------------------------------------------------------------------
+def _process_state():
+    """accelerate's view of this process: index, count, device, barrier.
+
+    ``cpu=True`` where there is no CUDA (or ``accelerate launch --cpu``), so that a launch of
+    several processes on a CPU machine forms a gloo group instead of running alone.
+    """
+    from datetime import timedelta
+
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    # A process that is done waits at the last barrier for the slowest one; the default
+    # collective timeout (10 min for NCCL) is too short for a long grid. (Ignored when the
+    # process group already exists.)
+    return PartialState(cpu=not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU"),
+                        timeout=timedelta(hours=6))
+
+
+def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: bool = False, *,
+                   progress: bool = True, limit: Optional[int] = None,
+                   stop_after: Optional[int] = None) -> pd.DataFrame:
+    """Generate and score the grid of ``spec`` into ``out_dir``; returns the merged results table.
+
+    Args:
+        spec: what to evaluate.
+        out_dir: the run folder (see :mod:`fastface_lite.evaluation.run_folder` for its layout).
+        resume: continue the run in ``out_dir`` (its settings must match); with no run there yet,
+            start one. So ``resume=True`` makes a command safe to repeat after a kill.
+        overwrite: delete the run in ``out_dir`` and start again.
+        progress: a tqdm bar on the main process.
+        limit: do only the first ``limit`` items of the grid (canonical order); a later call
+            with a larger or no limit continues.
+        stop_after: TESTING ONLY: raise `SimulatedKill` after this process has recorded this many
+            items, as if it were killed there.
+
+    Returns:
+        One row per finished item, in grid order (see `load_results`). Every process returns it.
+
+    Raises:
+        RunFolderError: ``out_dir`` holds a run and neither flag was given, or its settings differ.
+    """
+    run_dir = Path(out_dir)
+    state = _process_state()
+    settings = run_settings(spec)
+    identities = {i.name: i for i in resolve_identities(spec.identities)}
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be >= 0, got {limit}")
+
+    # 1. every process checks (reads only), then the main process writes, then everyone reads
+    decision = _inspect_run_dir(run_dir, settings, resume, overwrite)
+    with state.local_main_process_first():  # one process per machine fetches missing weights first
+        scorers = Scorers(settings["mode"], state.device)
+    for identity in identities.values():  # a photo without a face fails here, before any work
+        scorers.reference(identity.path)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        _prepare_run_dir(run_dir, decision, settings, list(identities.values()))
+    state.wait_for_everyone()
+    done = {key for key, record in _merged_records(run_dir).items()
+            if (run_dir / record.get("image", "")).is_file()}
+    state.wait_for_everyone()  # nobody appends before everyone has read the same `done`
+
+    # 2. this process's share of what is left
+    items = build_items(settings)[:limit]
+    todo = [item for item in items if item.key not in done]
+    mine = shard(todo, state.process_index, state.num_processes)
+    generate = _Generator(settings, state.device, scorers)
+    log_path = run_dir / SHARDS / f"process-{state.process_index:03d}.jsonl"
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(mine), unit="image", disable=not progress or not state.is_main_process,
+               desc=f"eval (process {state.process_index + 1}/{state.num_processes})"
+               if state.num_processes > 1 else "eval")
+    recorded = 0
+    with _Log(log_path) as log, bar:
+        for item in mine:
+            photo = identities[item.identity].path
+            image, evaluations, seconds = generate(item, photo)
+            _save_png(image, run_dir / item.image)  # the image first: a record always has one
+            record = _item_record(item)
+            record.update(unet_evaluations=evaluations, seconds=seconds)
+            record.update(scorers.score(image, item.prompt, photo))
+            record["finished_at"] = time.time()
+            log.append(record)
+            recorded += 1
+            bar.update()
+            if stop_after is not None and recorded >= stop_after:
+                raise SimulatedKill(f"stopped after {recorded} item(s) (stop_after={stop_after})")
+
+    # 3. the main process merges and summarises
+    state.wait_for_everyone()
+    if state.is_main_process:
+        table = _finalize(run_dir)
+        skipped = len(items) - len(todo)
+        print(f"{run_dir}: {len(table)} images ({len(todo)} generated now by {state.num_processes} "
+              f"process(es), {skipped} already done); summary in {run_dir / SUMMARY_MD}")
+    state.wait_for_everyone()
+    return load_results(run_dir)
+
+
+def load_results(run_dir) -> pd.DataFrame:
+    """The merged results table of a run folder (all items finished so far, in grid order)."""
+    run_dir = Path(run_dir)
+    settings = _load_settings(run_dir)["settings"]
+    records = _merged_records(run_dir)
+    rows = [records[item.key] for item in build_items(settings) if item.key in records]
+    return _failures_as_nan(pd.DataFrame(rows))
+
+
+# Score columns (JSON stores their NaN failures as null): id_*similarity, id_*distance, ...
+_SCORE_SUFFIXES = ("similarity", "distance", "same_person", "clip_score", "face_size_ratio")
+
+
+def _failures_as_nan(table: pd.DataFrame) -> pd.DataFrame:
+    """Score columns come back from JSON with None for a failure; make them float with NaN, as
+    the scorers produce them, so they plot and aggregate without conversion."""
+    for column in table.columns:
+        if column.endswith(_SCORE_SUFFIXES) and table[column].dtype == object:
+            table[column] = table[column].astype(float)
+    return table
+
+
+# ----------------------------------------------------------------------------------------------
+# merge, summary, plots
+# ----------------------------------------------------------------------------------------------
+def _finalize(run_dir: Path) -> pd.DataFrame:
+    """Write results.jsonl/.csv, summary.csv/.md and one plot per metric from the logs."""
+    from fastface_lite.evaluation.metrics import aggregate
+
+    settings = _load_settings(run_dir)["settings"]
+    table = load_results(run_dir)
+    lines = "".join(json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False,
+                               allow_nan=False) + "\n" for row in table.to_dict("records"))
+    _write_text(run_dir / RESULTS_JSONL, lines)
+    _write_text(run_dir / RESULTS_CSV, table.to_csv(index=False))
+    if table.empty:
+        return table
+    metrics = [m for m in SUMMARY_METRICS if m in table.columns
+               and not (m == "id_dlib_similarity" and settings["mode"] == "tiny")]
+    summary = aggregate(table, by=_GROUP_BY, metrics=metrics)
+    # the order the user gave variants and models in, not alphabetical
+    order = {"model": settings["models"], "variant": settings["variants"]}
+    for column, values in order.items():
+        summary[column] = pd.Categorical(summary[column], categories=values, ordered=True)
+    summary["metric"] = pd.Categorical(summary["metric"], categories=metrics, ordered=True)
+    summary = summary.sort_values([*_GROUP_BY, "metric"], kind="stable").reset_index(drop=True)
+    summary[["model", "variant", "metric"]] = summary[["model", "variant", "metric"]].astype(str)
+    _write_text(run_dir / SUMMARY_CSV, summary.to_csv(index=False))
+    _write_text(run_dir / SUMMARY_MD, _summary_markdown(summary, settings))
+    for metric in metrics:
+        _plot_metric(summary, metric, run_dir / PLOTS / f"{metric}.png", settings)
+    return table
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def _summary_markdown(summary: pd.DataFrame, settings: dict) -> str:
+    head = (f"# Evaluation summary\n\nmode: {settings['mode']}, adapter: {settings['adapter']}, "
+            f"{settings['num_steps']} steps, seed {settings['seed']}. Mean and 95% percentile-bootstrap "
+            "interval per group; `failures` = images without a detectable face (excluded from the mean).\n")
+    if settings["mode"] == "tiny":
+        head += ("\nTiny mode: random weights, so the images are noise and faces are rarely found; "
+                 "the numbers exercise the pipeline, they do not measure FastFace.\n")
+    columns = list(summary.columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in summary.itertuples(index=False):
+        lines.append("| " + " | ".join(_format(v) for v in row) + " |")
+    return head + "\n" + "\n".join(lines) + "\n"
+
+
+def _plot_metric(summary: pd.DataFrame, metric: str, path: Path, settings: dict) -> None:
+    """Bars of the mean (with the bootstrap interval) per variant, one panel per model."""
+    import io
+
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone (Agg canvas)
+
+    rows = summary[summary["metric"] == metric]
+    variants, models = settings["variants"], settings["models"]
+    sets = sorted(rows["prompt_set"].unique())
+    fig = Figure(figsize=(max(4.0, 0.9 * len(variants) * len(models) + 1.5), 3.4))
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    width = 0.8 / max(len(sets), 1)
+    for ax, model in zip(axes, models):
+        for j, prompt_set in enumerate(sets):
+            sel = rows[(rows["model"] == model) & (rows["prompt_set"] == prompt_set)]
+            sel = sel.set_index("variant").reindex(variants)
+            x = np.arange(len(variants)) + (j - (len(sets) - 1) / 2) * width
+            mean = sel["mean"].to_numpy(float)
+            err = np.vstack([mean - sel["ci_low"].to_numpy(float), sel["ci_high"].to_numpy(float) - mean])
+            ax.bar(x, np.nan_to_num(mean), width, yerr=np.nan_to_num(err), capsize=3, label=prompt_set)
+            for xi, m in zip(x, mean):
+                if math.isnan(m):
+                    ax.annotate("n/a", (xi, 0), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(np.arange(len(variants)))
+        ax.set_xticklabels(variants, rotation=30, ha="right", fontsize=8)
+        ax.set_title(model, fontsize=9)
+    axes[0].set_ylabel(metric)
+    axes[-1].legend(fontsize=7, title="prompts", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(f"{metric}: mean and 95% bootstrap interval ({settings['mode']} mode)", fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    _fsync_write(path, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------
+# fastface metrics RUN_DIR
+# ----------------------------------------------------------------------------------------------
+def recompute_metrics(run_dir, *, progress: bool = True, device=None) -> pd.DataFrame:
+    """Score the saved images of a run again and write the table and the summary again.
+
+    Uses the run's mode (settings.json) and its copies of the identity photos. Generation columns
+    (seed, unet_evaluations, seconds, ...) are kept; metric columns are replaced and ``metrics_at``
+    is set, so a later ``--resume`` keeps the new numbers. Items not finished yet are left out (a
+    warning says how many).
+    """
+    run_dir = Path(run_dir)
+    settings = _load_settings(run_dir)["settings"]
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() and settings["mode"] == "full" else "cpu"
+    scorers = Scorers(settings["mode"], torch.device(device))
+    records = _merged_records(run_dir)
+    items = [item for item in build_items(settings) if item.key in records]
+    missing = len(build_items(settings)) - len(items)
+    if missing:
+        warnings.warn(f"{run_dir}: {missing} item(s) of the grid are not finished; scoring the "
+                      f"{len(items)} that are", stacklevel=2)
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    updated = []
+    for item in tqdm(items, unit="image", desc="metrics", disable=not progress):
+        record = dict(records[item.key])
+        with Image.open(run_dir / record["image"]) as image:
+            image = image.convert("RGB")
+        record.update(scorers.score(image, item.prompt, _identity_photo(run_dir, item.identity)))
+        record["metrics_at"] = time.time()
+        updated.append(record)
+    lines = "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}, ensure_ascii=False,
+                               allow_nan=False) + "\n" for r in updated)
+    _write_text(run_dir / RESULTS_JSONL, lines)
+    table = _finalize(run_dir)
+    print(f"{run_dir}: metrics of {len(table)} images recomputed; summary in {run_dir / SUMMARY_MD}")
+    return table

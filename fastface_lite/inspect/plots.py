@@ -1,0 +1,198 @@
+"""Plots of recorded attention maps (see :mod:`fastface_lite.inspect.trace`).
+
+Every function builds a ``matplotlib.figure.Figure`` directly (no pyplot state, so nothing piles
+up in loops or tests) and returns it; Jupyter displays a returned figure. One colour scale per
+figure, so cells of a grid compare by colour; every panel title says token, block, step and branch.
+
+    tr.maps(kind="text", token="reading").plot_overlay(image)
+    token_step_grid(tr, ["person", "reading"], image, path="figures/tokens.png")
+    block_step_grid(tr, 0, image, kind="id")
+    raw_vs_used(tr, image=image, step=1)          # what AM changed, per block
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+CELL = 2.4  # inches per panel
+
+
+def to_rgb(image) -> np.ndarray:
+    """A PIL image, an HxWx3 / HxW array or a (3, H, W) / (H, W, 3) tensor as HxWx3 floats in [0, 1]."""
+    if isinstance(image, (list, tuple)):
+        image = image[0]  # a pipeline's `.images`: show the first
+    if torch.is_tensor(image):
+        image = image.detach().float().cpu()
+        if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+            image = image.permute(1, 2, 0)
+        image = image.numpy()
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    array = np.clip(array.astype(np.float32), 0.0, 1.0)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ValueError(f"cannot show an image of shape {array.shape}; pass HxWx3")
+    return array[..., :3]
+
+
+def _cell_title(hm) -> str:
+    stage = f" · {hm.stage}" if hm.stage else ""
+    return f"{hm.token} · {hm.step}\n{hm.block} · {hm.branch}{stage}"
+
+
+def _draw(ax, values: np.ndarray, rgb: Optional[np.ndarray], *, cmap, vmin, vmax, alpha):
+    """Image (if any) with the map stretched over it; returns the map's AxesImage."""
+    if rgb is not None:
+        h, w = rgb.shape[:2]
+        extent = (0, w, h, 0)
+        ax.imshow(rgb, extent=extent)
+        shown = ax.imshow(values, extent=extent, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha,
+                          interpolation="bilinear")
+    else:
+        shown = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return shown
+
+
+def plot_overlay(heatmap, image=None, ax=None, *, alpha: float = 0.55, cmap: str = "jet",
+                 vmin: Optional[float] = None, vmax: Optional[float] = None, title: Optional[str] = None,
+                 colorbar: bool = False):
+    """Draw one :class:`~fastface_lite.inspect.trace.HeatMap` over ``image`` (or alone when None).
+
+    The (R_h, R_w) map is stretched over the whole image (the latent grid covers the picture).
+    Returns the Axes (a new figure's when ``ax`` is None).
+    """
+    if ax is None:
+        ax = Figure(figsize=(CELL + (0.6 if colorbar else 0), CELL + 0.3), layout="constrained").subplots()
+    rgb = None if image is None else to_rgb(image)
+    values = heatmap.to_numpy()
+    shown = _draw(ax, values, rgb, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha if rgb is not None else 1.0)
+    ax.set_title(title if title is not None else _cell_title(heatmap), fontsize=8)
+    if colorbar:
+        bar = ax.figure.colorbar(shown, ax=ax, shrink=0.8)
+        bar.solids.set_alpha(1.0)  # the overlay is translucent; its scale should not be
+    return ax
+
+
+def save_figure(fig: Figure, path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix, PNG by default), creating folders."""
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # PNGs without matplotlib's version stamp, so re-saving an unchanged figure changes no byte
+    fig.savefig(path, dpi=dpi, **({"metadata": {"Software": None}} if path.suffix == ".png" else {}))
+    return path
+
+
+def _colorbar(fig: Figure, shown, axes, label: str):
+    bar = fig.colorbar(shown, ax=axes, shrink=0.8, label=label)
+    bar.solids.set_alpha(1.0)  # the overlay is translucent; its scale should not be
+    return bar
+
+
+def _grid(cells: list[list], rgb, suptitle: str, path, cmap: str = "jet", alpha: float = 0.55) -> Figure:
+    """Rows x cols panels of HeatMaps (None = not evaluated) on one colour scale, one colorbar."""
+    rows, cols = len(cells), len(cells[0])
+    maps = [hm for row in cells for hm in row if hm is not None]
+    if not maps:
+        raise ValueError("nothing to plot: no recorded map matches")
+    vmin = min(float(hm.values.min()) for hm in maps)
+    vmax = max(float(hm.values.max()) for hm in maps)
+    fig = Figure(figsize=(cols * CELL + 0.8, rows * (CELL + 0.3) + 0.4), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    shown = None
+    for r, row in enumerate(cells):
+        for c, hm in enumerate(row):
+            ax = axes[r, c]
+            if hm is None:
+                ax.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                continue
+            shown = plot_overlay(hm, rgb, ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha).images[-1]
+    _colorbar(fig, shown, axes.ravel().tolist(), "attention weight")
+    fig.suptitle(suptitle, fontsize=10)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _maybe(tr, **query):
+    """tr.maps(**query), or None where nothing was recorded (a branch a step did not evaluate)."""
+    try:
+        return tr.maps(**query)
+    except ValueError as error:
+        if "nothing recorded" in str(error):
+            return None
+        raise
+
+
+def token_step_grid(tr, tokens: Sequence, image=None, *, kind: str = "text", block=None,
+                    steps: Optional[Sequence[int]] = None, branch: Optional[str] = None, stage: str = "used",
+                    path=None) -> Figure:
+    """Rows = tokens (words/positions for text, indices for ID), columns = steps.
+
+    Returns a figure with len(tokens) x len(steps) panels plus one colorbar axes.
+    """
+    steps = list(tr.steps if steps is None else steps)
+    branch = branch or tr.branches[-1]
+    cells = [[_maybe(tr, kind=kind, token=t, block=block, step=s, branch=branch, stage=stage) for s in steps]
+             for t in tokens]
+    return _grid(cells, None if image is None else to_rgb(image),
+                 f"{kind} attention by token and step · branch {branch}", path)
+
+
+def block_step_grid(tr, token, image=None, *, kind: str = "text", blocks: Optional[Sequence[str]] = None,
+                    steps: Optional[Sequence[int]] = None, branch: Optional[str] = None, stage: str = "used",
+                    path=None) -> Figure:
+    """Rows = blocks (default: all recorded), columns = steps, for one token (or list, averaged).
+
+    Returns a figure with len(blocks) x len(steps) panels plus one colorbar axes.
+    """
+    blocks = list(tr.blocks if blocks is None else blocks)
+    steps = list(tr.steps if steps is None else steps)
+    branch = branch or tr.branches[-1]
+    cells = [[_maybe(tr, kind=kind, token=token, block=b, step=s, branch=branch, stage=stage) for s in steps]
+             for b in blocks]
+    return _grid(cells, None if image is None else to_rgb(image),
+                 f"{kind} attention by block and step · branch {branch}", path)
+
+
+def raw_vs_used(tr, token=None, image=None, *, blocks: Optional[Sequence[str]] = None, step=None,
+                branch: Optional[str] = None, path=None, alpha: float = 0.55) -> Figure:
+    """ID attention before AM (raw), after it (used) and their difference, one row per block.
+
+    Raw and used share one colour scale; the difference (used - raw) has its own, symmetric
+    around 0 (red: AM added attention, blue: removed). Non-target blocks show a zero difference.
+    Returns a figure with 3 x len(blocks) panels plus two colorbar axes.
+    """
+    blocks = list(tr.blocks if blocks is None else blocks)
+    branch = branch or tr.branches[-1]
+    rgb = None if image is None else to_rgb(image)
+    pairs = [(tr.maps(kind="id", token=token, block=b, step=step, branch=branch, stage="raw"),
+              tr.maps(kind="id", token=token, block=b, step=step, branch=branch, stage="used")) for b in blocks]
+    vmin = min(min(float(r.values.min()), float(u.values.min())) for r, u in pairs)
+    vmax = max(max(float(r.values.max()), float(u.values.max())) for r, u in pairs)
+    limit = max(float((u.values - r.values).abs().max()) for r, u in pairs) or 1e-12
+    fig = Figure(figsize=(3 * CELL + 1.6, len(blocks) * (CELL + 0.3) + 0.4), layout="constrained")
+    axes = fig.subplots(len(blocks), 3, squeeze=False)
+    for row, (raw, used) in enumerate(pairs):
+        shared = plot_overlay(raw, rgb, ax=axes[row, 0], vmin=vmin, vmax=vmax, alpha=alpha).images[-1]
+        plot_overlay(used, rgb, ax=axes[row, 1], vmin=vmin, vmax=vmax, alpha=alpha)
+        diff = _draw(axes[row, 2], (used.values - raw.values).numpy(), None, cmap="RdBu_r",
+                     vmin=-limit, vmax=limit, alpha=1.0)
+        axes[row, 2].set_title(_cell_title(raw).replace(" · raw", " · used − raw"), fontsize=8)
+    _colorbar(fig, shared, axes[:, :2].ravel().tolist(), "ID attention weight")
+    _colorbar(fig, diff, axes[:, 2].ravel().tolist(), "used − raw")
+    fig.suptitle(f"ID attention before (raw) and after (used) AM · branch {branch}", fontsize=10)
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -1,0 +1,357 @@
+"""Record cross-attention maps while a pipeline runs, and query them as heat maps.
+
+A tracer in the style of DAAM's ``trace`` and prompt-to-prompt's ``AttentionStore``: one store,
+aggregated on the fly, queried by token, block, step and guidance branch::
+
+    with ff.trace(pipe) as tr:
+        image = pipe(prompt="a photo of a person reading", fastface=cfg, ...).images[0]
+    tr.maps(kind="text", token="reading", block="up_blocks.0", step=1).plot_overlay(image)
+    tr.maps(kind="id", token=0, stage="raw")    # ID token 0 before AM; stage="used" after AM
+
+What is recorded, per ``attn2`` layer and UNet evaluation:
+
+* ``kind="text"``: softmax(Q K^T / sqrt(d)) over the 77 text tokens (the probabilities the text
+  cross-attention uses; computed only when text is recorded, since SDPA never materialises them);
+* ``kind="id"``: the ID-token probabilities of the decoupled IP branch (B, heads, N, T), both
+  ``stage="raw"`` (before AM) and ``stage="used"`` (after AM; equal to raw where AM is off).
+
+How it is aggregated before anything is stored (so memory does not grow with layers or heads),
+and the memory bound that follows, are in :mod:`fastface_lite.inspect.store`; a query returns a
+:class:`~fastface_lite.inspect.heatmap.HeatMap`.
+
+Pipelines: :class:`~fastface_lite.sdxl.pipeline.FastFacePipeline` (its call nests its own processors
+under the tracer's and keeps the tracer as observer), and a stock ``StableDiffusionXLPipeline``
+with an IP adapter, where the tracer installs FastFace processors with AM off and names the branches
+``("uncond", "cond")`` with CFG, ``("cond",)`` without. The pipeline is left exactly as found on
+exit, also after an exception. Recording takes the explicit attention path, so outputs can differ
+from an unrecorded run by float rounding.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+
+from fastface_lite.method.am import attention_probs
+from fastface_lite.inspect.store import AttentionStore, Selector, _as_list, _matches, _numbers
+from fastface_lite.method.config import AttentionConfig
+from fastface_lite.sdxl.processor import StepContext, install
+# moved to attention_store / heatmap; still importable from here
+from fastface_lite.inspect.store import PARTS, block_name, memory_bound  # noqa: F401
+from fastface_lite.inspect.heatmap import HeatMap  # noqa: F401
+
+
+# ----------------------------------------------------------------------------------------------
+# the tracer
+# ----------------------------------------------------------------------------------------------
+class Trace(AttentionStore):
+    """Attention recorder for one pipeline; a context manager made by :func:`trace`.
+
+    It is the :class:`~fastface_lite.sdxl.processor.AttentionObserver` of the FastFace processors it
+    installs. Queries (:meth:`maps`) work during and after the ``with`` block; the store and the
+    queries are in :class:`~fastface_lite.inspect.store.AttentionStore`.
+    """
+
+    def __init__(
+        self,
+        pipe,
+        *,
+        text: bool = True,
+        id: bool = True,  # noqa: A002 - reads as trace(pipe, text=True, id=True)
+        stages: Sequence[str] = ("raw", "used"),
+        text_tokens: Selector = None,
+        id_tokens: Optional[Sequence[int]] = None,
+        group: str = "block",
+        keep_heads: bool = False,
+        per_image: bool = False,
+        resolution: Union[None, int, tuple[int, int]] = None,
+        steps: Optional[Sequence[int]] = None,
+        blocks: Optional[Sequence[str]] = None,
+        branches: Optional[Sequence[str]] = None,
+        prompt: Optional[str] = None,
+        on_layer: Optional[Callable] = None,
+    ):
+        if not (text or id):
+            raise ValueError("nothing to record: pass text=True and/or id=True")
+        bad = [s for s in stages if s not in ("raw", "used")]
+        if bad or not stages:
+            raise ValueError(f"stages must be a non-empty subset of ('raw', 'used'), got {tuple(stages)}")
+        if group not in ("block", "layer"):
+            raise ValueError(f"group must be 'block' or 'layer', got {group!r}")
+        self.pipe = pipe
+        self.wants_text = bool(text)  # read by the processors: text probabilities cost an extra pass
+        self.record_id = bool(id)
+        self.stages = tuple(stages)
+        self.group = group
+        self.keep_heads = keep_heads
+        self.per_image = per_image
+        self.on_layer = on_layer
+        self._text_request = text_tokens
+        self._id_request = None if id_tokens is None else [int(t) for t in _as_list(id_tokens)]
+        self._steps = None if steps is None else {int(s) for s in _as_list(steps)}
+        self._blocks = None if blocks is None else _as_list(blocks)
+        self._branches = None if branches is None else set(_as_list(branches))
+        if isinstance(resolution, int):
+            resolution = (resolution, resolution)
+        self.resolution: Optional[tuple[int, int]] = None if resolution is None else tuple(resolution)
+
+        self._sums: dict[tuple, torch.Tensor] = {}  # (kind, stage, group, step, branch) -> (K, I, Hd, R_h, R_w)
+        self._counts: dict[tuple, int] = {}
+        self._text_positions: Optional[list[int]] = None  # rows of the text store = prompt positions
+        self._id_positions: Optional[list[int]] = None
+        self._groups: dict[str, None] = {}  # insertion-ordered: UNet order
+        self._branch_index: dict[str, int] = {}
+        self.timesteps: dict[int, float] = {}
+        self._latent_hw: Optional[tuple[int, int]] = None
+        self._prompts: list[tuple[int, ...]] = []
+        self._prompt_open = True
+        self._fixed_prompt = prompt is not None  # given: never replaced by what the encoder sees
+        self._installation = None
+        self._hooks: list = []
+        if prompt is not None:
+            self._prompts.append(tuple(self._tokenizer()(prompt, padding="max_length", truncation=True).input_ids))
+
+    # -- context manager ------------------------------------------------------------------------
+    def __enter__(self) -> "Trace":
+        if self._installation is not None:
+            raise RuntimeError("this trace is already active")
+        from fastface_lite.sdxl.pipeline import FastFacePipeline
+
+        unet = self.pipe.unet
+        if isinstance(self.pipe, FastFacePipeline):
+            # The pipeline installs its own processors per call; nested, they keep this observer
+            # and set the step and branches themselves.
+            self._installation = install(unet, AttentionConfig(), StepContext(), observer=self)
+        else:
+            pipe = self.pipe
+            self._installation = install(
+                unet, AttentionConfig(), StepContext(), observer=self, scheduler=pipe.scheduler,
+                branch_names=lambda: ("uncond", "cond") if pipe.do_classifier_free_guidance else ("cond",),
+            )
+        try:
+            self._hooks.append(unet.register_forward_pre_hook(self._before_unet, with_kwargs=True))
+            encoder = self.pipe.text_encoder if self.pipe.text_encoder is not None else self.pipe.text_encoder_2
+            if encoder is not None:
+                self._hooks.append(encoder.register_forward_pre_hook(self._before_text_encoder, with_kwargs=True))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._remove()
+        return False
+
+    def _remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        if self._installation is not None:
+            self._installation.remove()
+            self._installation = None
+
+    def _before_unet(self, module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        self._latent_hw = tuple(sample.shape[-2:])
+        self._prompt_open = True  # the next text-encoder call belongs to a new pipeline call
+
+    def _before_text_encoder(self, module, args, kwargs):
+        # encode_prompt runs the prompt before the negative prompt: keep the first call per run
+        if not self._prompt_open or self._fixed_prompt:
+            return
+        self._prompt_open = False
+        ids = args[0] if args else kwargs["input_ids"]
+        for row in ids.tolist():
+            if tuple(row) not in self._prompts:
+                self._prompts.append(tuple(row))
+
+    # -- the observer ---------------------------------------------------------------------------
+    def on_text_attention(self, layer: str, context: StepContext, query, key) -> None:
+        """query (B, heads, N, d), key (B, heads, 77, d) of a text cross-attention."""
+        if not self.wants_text or not self._wanted(layer, context):
+            return
+        with torch.no_grad():
+            probs = attention_probs(query.float(), key.float())  # (B, heads, N, 77)
+            if self.on_layer is not None:
+                self.on_layer(layer, "text", None, context, probs)
+            if self._text_positions is None:
+                self._text_positions = self._resolve_text_request(probs.shape[-1])
+            self._add("text", None, layer, context, probs[..., self._text_positions])
+
+    def on_id_attention(self, layer: str, context: StepContext, raw, used) -> None:
+        """raw, used: (B, heads, N, T) ID-token probabilities before and after AM."""
+        if not self.record_id or not self._wanted(layer, context):
+            return
+        with torch.no_grad():
+            if self.on_layer is not None:
+                self.on_layer(layer, "id", "raw", context, raw)
+                self.on_layer(layer, "id", "used", context, used)
+            if self._id_positions is None:
+                self._id_positions = self._resolve_id_request(raw.shape[-1])
+            reduced = {}
+            for stage, probs in (("raw", raw), ("used", used)):
+                if stage not in self.stages:
+                    continue
+                if stage == "used" and used is raw and "raw" in reduced:
+                    reduced[stage] = reduced["raw"]  # AM off here: same tensor, reduce once
+                else:
+                    reduced[stage] = self._reduce(probs[..., self._id_positions], context)
+                self._accumulate("id", stage, layer, context, reduced[stage])
+
+    def _wanted(self, layer: str, context: StepContext) -> bool:
+        if context.step_index is None:
+            return False
+        if self._steps is not None and context.step_index not in self._steps:
+            return False
+        return self._blocks is None or any(_matches(layer, b) for b in self._blocks)
+
+    def _add(self, kind, stage, layer, context, probs) -> None:
+        self._accumulate(kind, stage, layer, context, self._reduce(probs, context))
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def _tokenizer(self):
+        tok = getattr(self.pipe, "tokenizer", None) or getattr(self.pipe, "tokenizer_2", None)
+        if tok is None:
+            raise ValueError("the pipeline has no tokenizer; address text tokens by index")
+        return tok
+
+    def _prompt_ids(self) -> tuple[int, ...]:
+        if not self._prompts:
+            raise ValueError(
+                "no prompt seen yet (was the pipeline called with prompt_embeds?); pass "
+                "trace(pipe, prompt=...) or address text tokens by index"
+            )
+        if len(self._prompts) > 1:
+            raise ValueError(
+                f"the traced runs used {len(self._prompts)} different prompts, so a word has no "
+                "single position; address text tokens by index"
+            )
+        return self._prompts[0]
+
+    @property
+    def prompt_tokens(self) -> list[tuple[int, str]]:
+        """(position, token) of the prompt's tokens, BOS to the first EOS, e.g. (2, 'photo</w>')."""
+        ids = self._prompt_ids()
+        tokens = self._tokenizer().convert_ids_to_tokens(list(ids))
+        end = self._end(ids)
+        return [(i, tokens[i]) for i in range(end + 1)]
+
+    def _end(self, ids) -> int:
+        eos = self._tokenizer().eos_token_id
+        return ids.index(eos) if eos in ids else len(ids) - 1
+
+    @property
+    def id_tokens(self) -> list[int]:
+        """Indices of the ID tokens recorded (0..3 for FaceID); empty when no ID map was recorded."""
+        return list(self._id_positions or [])
+
+    @property
+    def words(self) -> list[str]:
+        """The prompt's words, as CLIP's BPE splits them (a word ends at a "</w>" token)."""
+        return [word for word, _ in self._word_spans()]
+
+    def _word_spans(self) -> list[tuple[str, list[int]]]:
+        ids = self._prompt_ids()
+        tok = self._tokenizer()
+        tokens = tok.convert_ids_to_tokens(list(ids))
+        spans, current = [], []
+        for i in range(1, self._end(ids)):  # skip BOS, stop before EOS
+            current.append(i)
+            if tokens[i].endswith("</w>") or i == self._end(ids) - 1:
+                spans.append((tok.decode([ids[j] for j in current]).strip(), current))
+                current = []
+        return spans
+
+    def token_positions(self, word: str) -> list[int]:
+        """Prompt positions of ``word`` (all its BPE tokens, at every occurrence).
+
+        The positions are the same in both SDXL encoders: they share the BPE and the 77 slots.
+        """
+        tok = self._tokenizer()
+        wanted = tok.convert_tokens_to_ids(tok.tokenize(word))
+        ids = self._prompt_ids()
+        end = self._end(ids)
+        positions = []
+        for start in range(1, end - len(wanted) + 1):
+            if list(ids[start : start + len(wanted)]) == wanted:
+                positions.extend(range(start, start + len(wanted)))
+        if not wanted or not positions:
+            raise ValueError(f"{word!r} is not in the prompt; its words are {self.words}")
+        return sorted(set(positions))
+
+    def _resolve_text_request(self, length: int) -> list[int]:
+        if self._text_request is None:
+            return list(range(length))
+        positions = []
+        for t in _as_list(self._text_request):
+            positions += self.token_positions(t) if isinstance(t, str) else [int(t)]
+        bad = [p for p in positions if not 0 <= p < length]
+        if bad:
+            raise ValueError(f"text token positions {bad} are outside 0..{length - 1}")
+        return sorted(set(positions))
+
+    def _resolve_id_request(self, num_tokens: int) -> list[int]:
+        if self._id_request is None:
+            return list(range(num_tokens))
+        bad = [t for t in self._id_request if not 0 <= t < num_tokens]
+        if bad:
+            raise ValueError(f"ID tokens {bad} do not exist: the adapter has {num_tokens} (0..{num_tokens - 1})")
+        return sorted(set(self._id_request))
+
+    def _rows(self, kind: str, token: Selector) -> tuple[list[int], str]:
+        """Rows of the store and a label for the token(s) asked for."""
+        if kind == "id":
+            recorded = self._id_positions or []
+            wanted = recorded if token is None else [int(t) for t in _as_list(token)]
+            missing = [t for t in wanted if t not in recorded]
+            if missing or not wanted:
+                raise ValueError(f"ID tokens {missing or wanted} were not recorded; recorded: {recorded}")
+            return [recorded.index(t) for t in wanted], f"id {_numbers(wanted)}"
+        if token is None:
+            raise ValueError("kind='text' needs a token: a word of the prompt or a position (0..76)")
+        recorded = self._text_positions or []
+        positions, labels = [], []
+        for t in _as_list(token):
+            if isinstance(t, str):
+                positions += self.token_positions(t)
+                labels.append(repr(t))
+            else:
+                positions.append(int(t))
+                labels.append(self._position_label(int(t)))
+        missing = [p for p in positions if p not in recorded]
+        if missing:
+            raise ValueError(f"text positions {missing} were not recorded (trace(..., text_tokens=...))")
+        positions = sorted(set(positions))
+        return [recorded.index(p) for p in positions], " + ".join(labels)
+
+    def _position_label(self, position: int) -> str:
+        try:
+            token = self._tokenizer().convert_ids_to_tokens([self._prompt_ids()[position]])[0]
+            return f"#{position} {token.replace('</w>', '')!r}"
+        except ValueError:
+            return f"#{position}"
+
+
+def trace(pipe, **options) -> Trace:
+    """Record attention maps of ``pipe`` inside a ``with`` block.
+
+    Args:
+        pipe: a FastFacePipeline, or a stock StableDiffusionXLPipeline with an IP adapter loaded.
+        text: record text-token maps (costs one softmax(Q K^T) per layer).
+        id: record ID-token maps.
+        stages: ID stages to keep, ("raw", "used") by default.
+        text_tokens: words/positions to record (default: all 77 positions); words are looked
+            up in the prompt of the first traced run (or ``prompt=``).
+        id_tokens: ID tokens to record (default: all).
+        group: "block" (default) or "layer".
+        keep_heads: keep heads instead of averaging them.
+        per_image: keep the images of a branch instead of averaging them.
+        resolution: common map size (int or (h, w)); default: the first cross-attention layer's grid.
+        steps, blocks, branches: record only these step indices, blocks/parts, branch names.
+        prompt: the prompt, for word lookup when the pipeline is called with prompt_embeds.
+        on_layer: ``fn(layer, kind, stage, context, probs)`` called per layer with the full,
+            unaggregated (B, heads, N, L) probabilities (for inspection and tests).
+    Returns:
+        a :class:`Trace`; use it as ``with trace(pipe) as tr: pipe(...)``.
+    """
+    return Trace(pipe, **options)

@@ -1,0 +1,11 @@
+"""FastFace inside diffusers' SDXL pipeline.
+
+processor  the attention processor that applies AM, installed per UNet instance
+pipeline   FastFacePipeline: the denoising loop over the three guidance branches
+adapter    the IP-Adapter FaceID adapters: loading, what they expect, building their ID inputs
+loading    load_pipeline (real hub checkpoints) and the schedulers of each checkpoint
+tiny       offline twins with random weights; tokenizer: the real CLIP tokenizer, offline
+cache      where built artefacts are kept; mode: tiny or full
+
+May import: fastface_lite.method, fastface_lite.errors, torch, diffusers, transformers, peft.
+"""

@@ -1,0 +1,94 @@
+"""ID inputs for the FaceID adapters, in diffusers' (negative, positive) convention.
+
+FaceID takes an identity embedding; Plus v2 also takes CLIP hidden states of an aligned face crop.
+"No ID" is the all-zero embedding and the CLIP hidden states of an all-zero image (what diffusers'
+``encode_image`` returns as the unconditional input). :class:`FastFacePipeline` lays these pairs out
+over its three guidance branches itself.
+
+Which embedding drives which adapter:
+* full mode: insightface buffalo_l ArcFace, 512-d (``faces[0].normed_embedding``);
+* tiny mode: dlib's face descriptor, 128-d, L2-normalised: a real identity for the tiny generator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from fastface_lite.sdxl.checkpoints import adapter_info
+
+
+@dataclass(frozen=True)
+class IDInputs:
+    """What a FaceID call needs.
+
+    Attributes:
+        image_embeds: one tensor per adapter, (2, n_images, D) = cat([zeros, identity]).
+        clip_embeds: Plus v2 only: (2, n_images, S, D_clip) = cat([CLIP(zero image), CLIP(crop)]).
+    """
+
+    image_embeds: list
+    clip_embeds: Optional[torch.Tensor] = None
+
+    def call_kwargs(self) -> dict:
+        """Keyword arguments for ``FastFacePipeline.__call__``."""
+        return {"ip_adapter_image_embeds": self.image_embeds, "id_clip_embeds": self.clip_embeds}
+
+
+def adapter_id_dim(pipe) -> int:
+    """Size of the identity embedding the loaded adapter expects (128 tiny, 512 real)."""
+    return adapter_info(pipe)[1]
+
+
+def needs_clip(pipe) -> bool:
+    return hasattr(_projection_layer(pipe), "clip_embeds")
+
+
+def _projection_layer(pipe):
+    projection = getattr(pipe.unet, "encoder_hid_proj", None)
+    layers = getattr(projection, "image_projection_layers", None)
+    if not layers:
+        raise ValueError("the pipeline has no IP adapter loaded; load a FaceID adapter first")
+    return layers[0]
+
+
+def id_inputs(pipe, embedding, crop=None) -> IDInputs:
+    """Build the adapter inputs from an identity embedding (and a face crop for Plus v2).
+
+    Args:
+        embedding: (D,) or (n_images, D) identity embedding(s), D = :func:`adapter_id_dim`.
+        crop: Plus v2 only: the aligned face crop (PIL image or HxWx3 uint8 array), or a list of
+            them, one per identity image. The reference passes insightface's BGR crop to CLIP
+            unchanged; pass what you want CLIP to see.
+    """
+    emb = torch.tensor(np.array(embedding, dtype=np.float32))  # a copy: Face arrays are read-only
+    if emb.ndim == 1:
+        emb = emb[None]
+    expected = adapter_id_dim(pipe)
+    if emb.ndim != 2 or emb.shape[-1] != expected:
+        raise ValueError(
+            f"identity embedding has shape {tuple(emb.shape)} but the adapter takes {expected}-d "
+            f"embeddings ({'dlib 128-d in tiny mode' if expected == 128 else 'insightface 512-d'})"
+        )
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    emb = emb[None].to(device=device, dtype=dtype)  # (1, n_images, D)
+    image_embeds = [torch.cat([torch.zeros_like(emb), emb])]
+    clip = None
+    if needs_clip(pipe):
+        if crop is None:
+            raise ValueError("FaceID Plus v2 needs the aligned face crop as well (crop=...)")
+        if getattr(pipe, "image_encoder", None) is None:
+            raise ValueError("FaceID Plus v2 needs a CLIP image encoder on the pipeline (pipe.image_encoder)")
+        crops = crop if isinstance(crop, (list, tuple)) else [crop]
+        if len(crops) != emb.shape[1]:
+            raise ValueError(f"{len(crops)} face crops for {emb.shape[1]} identity embeddings")
+        positive, negative = [], []
+        for c in crops:
+            pos, neg = pipe.encode_image(c, device, 1, output_hidden_states=True)
+            positive.append(pos)
+            negative.append(neg)
+        # (n_images, S, D) -> (1, n_images, S, D), then the (negative, positive) pair
+        clip = torch.cat([torch.stack(negative, 1), torch.stack(positive, 1)]).to(dtype)
+    return IDInputs(image_embeds, clip)

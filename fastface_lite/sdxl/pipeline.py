@@ -1,0 +1,343 @@
+"""FastFacePipeline: SDXL with the three-branch FastFace denoising loop (SPEC §2, §3).
+
+Reads top to bottom like diffusers' SDXL pipeline. What differs:
+
+* each step evaluates up to three guidance branches (no condition / one condition / both),
+  batched together, and only the branches that step's combination reads;
+* the ID inputs (FaceID embedding, and for Plus v2 the CLIP crop embeddings) are laid out per
+  branch: "no ID" branches get the negative (all-zero) embedding;
+* FastFace attention processors are installed for the call and removed afterwards, with the
+  step index set explicitly before every UNet evaluation.
+
+    out = pipe(prompt="a person reading", ip_adapter_image_embeds=[torch.cat([zeros, id_embed])],
+               fastface=ff.FastFaceConfig.preset("fastface-am2"), generator=torch.Generator().manual_seed(0))
+    out.images, out.unet_evaluations
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
+
+import torch
+from diffusers import StableDiffusionXLPipeline
+from diffusers.pipelines.stable_diffusion_xl.pipeline_output import StableDiffusionXLPipelineOutput
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import retrieve_timesteps
+
+from fastface_lite.method import dcg
+from fastface_lite.method.config import FastFaceConfig
+from fastface_lite.errors import ConfigError
+from fastface_lite.sdxl.processor import AttentionObserver, StepContext, install
+
+
+@dataclass
+class FastFaceOutput(StableDiffusionXLPipelineOutput):
+    """Images plus what the call cost and saw.
+
+    Attributes:
+        unet_evaluations: UNet branch evaluations per image (all branches at 4 steps = 12).
+        branches_per_step: the branch indices evaluated at each step.
+        timesteps: the scheduler timesteps of the steps.
+        guidance_norms: per step, norms of branches and terms (when ``record_norms`` is on).
+    """
+
+    unet_evaluations: int = 0
+    branches_per_step: list = field(default_factory=list)
+    timesteps: list = field(default_factory=list)
+    guidance_norms: list = field(default_factory=list)
+
+
+@dataclass
+class _BranchInputs:
+    """Per-branch conditioning: index k -> tensor for the B images of branch k."""
+
+    text: list          # (B, L, D) prompt embeddings
+    pooled: list        # (B, D_pooled)
+    id_embeds: list     # per adapter: list over branches of (B, n_images, ...) ID embeddings
+    clip_embeds: dict   # projection layer -> list over branches of (B, n_images, S, D)
+
+    def batch(self, branches):
+        pick = lambda per_branch: torch.cat([per_branch[k] for k in branches])  # noqa: E731
+        return (
+            pick(self.text),
+            pick(self.pooled),
+            [pick(per_adapter) for per_adapter in self.id_embeds],
+            {layer: pick(per_branch) for layer, per_branch in self.clip_embeds.items()},
+        )
+
+
+class FastFacePipeline(StableDiffusionXLPipeline):
+    """SDXL pipeline whose call runs FastFace: DCG over three branches and ID-token AM."""
+
+    _callback_tensor_inputs = ["latents", "noise_pred"]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt=None,
+        prompt_2=None,
+        negative_prompt=None,
+        negative_prompt_2=None,
+        fastface: Optional[FastFaceConfig] = None,
+        ip_adapter_image_embeds: Optional[list] = None,
+        id_clip_embeds: Optional[torch.Tensor] = None,
+        num_inference_steps: Optional[int] = None,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        num_images_per_prompt: int = 1,
+        generator=None,
+        latents: Optional[torch.Tensor] = None,
+        prompt_embeds=None,
+        negative_prompt_embeds=None,
+        pooled_prompt_embeds=None,
+        negative_pooled_prompt_embeds=None,
+        timesteps=None,
+        sigmas=None,
+        eta: float = 0.0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        cross_attention_kwargs: Optional[dict] = None,
+        original_size=None,
+        crops_coords_top_left=(0, 0),
+        target_size=None,
+        callback_on_step_end: Optional[Callable] = None,
+        callback_on_step_end_tensor_inputs=("latents",),
+        attention_observer: Optional[AttentionObserver] = None,
+        evaluate_all_branches: bool = False,
+    ):
+        """Generate with FastFace.
+
+        Args:
+            fastface: the variant (default: ``FastFaceConfig.preset("baseline")``).
+            ip_adapter_image_embeds: diffusers' convention, one tensor per adapter,
+                ``torch.cat([negative, positive])`` of shape (2, n_images, D) (negative = zeros).
+                For Plus v2, ``unet.encoder_hid_proj.image_projection_layers[0].clip_embeds``
+                must hold ``cat([negative, positive])`` CLIP hidden states, as diffusers expects,
+                or pass them as ``id_clip_embeds`` (then the layer is left alone).
+                :func:`fastface_lite.sdxl.adapter.id_inputs` builds both.
+            num_inference_steps: must equal ``fastface.num_steps`` when given.
+            attention_observer: receives ID/text attention maps (see the recorder).
+            evaluate_all_branches: evaluate all three branches at every step, as the reference
+                does (for comparisons and benchmarks; the result is the same within 1e-6).
+            Others: as in ``StableDiffusionXLPipeline``.
+        Returns:
+            :class:`FastFaceOutput` (or a tuple ``(images,)`` with ``return_dict=False``).
+        """
+        cfg = fastface if fastface is not None else FastFaceConfig.preset("baseline")
+        if num_inference_steps is not None and num_inference_steps != cfg.num_steps:
+            raise ConfigError(
+                f"num_inference_steps={num_inference_steps} but the FastFace config is for "
+                f"{cfg.num_steps} steps; pass a config built for {num_inference_steps} steps"
+            )
+        if ip_adapter_image_embeds is None:
+            raise ValueError(
+                "FastFacePipeline needs ip_adapter_image_embeds=[torch.cat([zeros, id_embedding])]; "
+                "fastface_lite.sdxl.adapter.id_inputs builds them from a face embedding (and crop)"
+            )
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"callback tensor inputs {sorted(unknown)} are not offered; valid: {self._callback_tensor_inputs}")
+        if self.unet.config.time_cond_proj_dim is not None:
+            raise ValueError("UNets with a guidance-scale embedding (full LCM UNets) are not supported; use the LCM LoRA")
+
+        height = height or cfg.height or self.default_sample_size * self.vae_scale_factor
+        width = width or cfg.width or self.default_sample_size * self.vae_scale_factor
+        original_size = original_size or (height, width)
+        target_size = target_size or (height, width)
+        self.check_inputs(
+            prompt, prompt_2, height, width, None, negative_prompt, negative_prompt_2,
+            prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds,
+            None, ip_adapter_image_embeds, callback_on_step_end_tensor_inputs,
+        )
+        self._interrupt = False
+        device = self._execution_device
+        if prompt is not None:
+            batch_size = 1 if isinstance(prompt, str) else len(prompt)
+        else:
+            batch_size = prompt_embeds.shape[0]
+        images = batch_size * num_images_per_prompt
+
+        # 1. conditioning for the three branches
+        pos_text, neg_text, pos_pooled, neg_pooled = self.encode_prompt(
+            prompt=prompt, prompt_2=prompt_2, device=device, num_images_per_prompt=num_images_per_prompt,
+            do_classifier_free_guidance=True, negative_prompt=negative_prompt,
+            negative_prompt_2=negative_prompt_2, prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
+            negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+        )
+        id_pairs = self.prepare_ip_adapter_image_embeds(None, ip_adapter_image_embeds, device, images, True)
+        inputs = self._branch_inputs(cfg.guidance.dcg_type, (neg_text, pos_text), (neg_pooled, pos_pooled),
+                                     id_pairs, id_clip_embeds, images)
+        add_time_ids = self._get_add_time_ids(
+            original_size, crops_coords_top_left, target_size, dtype=pos_text.dtype,
+            text_encoder_projection_dim=self.text_encoder_2.config.projection_dim
+            if self.text_encoder_2 is not None else int(pos_pooled.shape[-1]),
+        ).to(device)
+
+        # 2. schedule and starting noise
+        timesteps, _ = retrieve_timesteps(self.scheduler, cfg.num_steps, device, timesteps, sigmas)
+        if len(timesteps) != cfg.num_steps:
+            raise ConfigError(f"the scheduler produced {len(timesteps)} timesteps for {cfg.num_steps} steps")
+        latents = self.prepare_latents(images, self.unet.config.in_channels, height, width, pos_text.dtype,
+                                       device, generator, latents)
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(0)
+        self._num_timesteps = len(timesteps)
+
+        unet_kwargs = self._unet_kwargs(cross_attention_kwargs, cfg.faceid_lora_scale)
+        context = StepContext(batch_per_branch=images)
+        result = FastFaceOutput(images=None)
+        saved_clip = {layer: layer.clip_embeds for layer in inputs.clip_embeds}
+
+        # 3. the loop; processors and CLIP embeddings are restored however the loop ends
+        installation = install(self.unet, cfg.attention, context, ip_scale=cfg.ip_adapter_scale,
+                               observer=attention_observer)
+        try:
+            with self.progress_bar(total=len(timesteps)) as progress:
+                for i, t in enumerate(timesteps):
+                    if self.interrupt:
+                        continue
+                    branches = (0, 1, 2) if evaluate_all_branches else self._branches_for_step(cfg, i, t)
+                    context.step_index, context.timestep, context.branches = i, float(t), branches
+                    context.branch_names = tuple(dcg.BRANCH_NAMES[cfg.guidance.dcg_type][k] for k in branches)
+                    noise_pred = self._evaluate_branches(latents, t, branches, inputs, add_time_ids, unet_kwargs)
+                    if cfg.guidance.record_norms:
+                        result.guidance_norms.append(dcg.term_norms(noise_pred, cfg.guidance.dcg_type))
+                    noise_pred = dcg.combine(noise_pred, i, t, cfg.guidance)
+                    latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+                    result.unet_evaluations += len(branches)
+                    result.branches_per_step.append(branches)
+                    result.timesteps.append(float(t))
+                    if callback_on_step_end is not None:
+                        tensors = {"latents": latents, "noise_pred": noise_pred}
+                        returned = callback_on_step_end(
+                            self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                        ) or {}
+                        # diffusers' idiom returns the kwargs it was given; only latents may change
+                        changed = [k for k, v in returned.items() if k != "latents" and v is not tensors.get(k)]
+                        if changed:
+                            raise ValueError(f"callback replaced {sorted(changed)}; only 'latents' can be replaced")
+                        latents = returned.get("latents", latents)
+                    progress.update()
+        finally:
+            installation.remove()
+            for layer, value in saved_clip.items():
+                layer.clip_embeds = value
+
+        result.images = self.latents_to_images(latents, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (result.images,)
+        return result
+
+    # -- helpers, in the order the call uses them ------------------------------------------------
+    def _branch_inputs(self, dcg_type, text_pair, pooled_pair, id_pairs, clip_pair, images) -> _BranchInputs:
+        """Lay out (negative, positive) conditioning for the three branches of ``dcg_type``."""
+        conditions = dcg.BRANCH_CONDITIONS[dcg_type]
+        text = [text_pair[has_text] for has_text, _ in conditions]
+        pooled = [pooled_pair[has_text] for has_text, _ in conditions]
+        id_embeds = []
+        for pair in id_pairs:  # diffusers returns cat([negative, positive]) per adapter
+            negative, positive = pair.chunk(2)
+            id_embeds.append([(negative, positive)[has_id] for _, has_id in conditions])
+        clip_embeds = {}
+        projection = getattr(self.unet, "encoder_hid_proj", None)
+        for index, layer in enumerate(getattr(projection, "image_projection_layers", [])):
+            if not hasattr(layer, "clip_embeds"):
+                continue  # plain FaceID: no CLIP input
+            pair = clip_pair if clip_pair is not None and index == 0 else layer.clip_embeds
+            if pair is None:
+                raise ValueError(
+                    f"image_projection_layers[{index}].clip_embeds is not set: FaceID Plus needs the CLIP "
+                    "hidden states of cat([zero image, face crop]); pass id_clip_embeds (see fastface_lite.sdxl.adapter)"
+                )
+            negative, positive = (_expand(x, images, "clip_embeds") for x in pair.to(self.unet.dtype).chunk(2))
+            clip_embeds[layer] = [(negative, positive)[has_id] for _, has_id in conditions]
+        return _BranchInputs(text, pooled, id_embeds, clip_embeds)
+
+    def _branches_for_step(self, cfg: FastFaceConfig, step_index: int, t) -> tuple[int, ...]:
+        return branches_for_step(cfg, step_index, t)
+
+    def _unet_kwargs(self, cross_attention_kwargs, lora_scale) -> dict:
+        kwargs = dict(cross_attention_kwargs or {})
+        if "scale" in kwargs:
+            raise ValueError("set the FaceID LoRA weight with FastFaceConfig.faceid_lora_scale, not cross_attention_kwargs['scale']")
+        if lora_scale != 1.0:
+            if not getattr(self.unet, "peft_config", None):
+                raise ConfigError(
+                    f"faceid_lora_scale={lora_scale} but the UNet carries no LoRA; load a FaceID adapter "
+                    "with its LoRA or leave faceid_lora_scale at 1.0"
+                )
+            # diffusers scales every unfused LoRA by this for the one forward and unscales after;
+            # distillation LoRAs are fused by the loaders, so only the FaceID LoRA is affected.
+            kwargs["scale"] = lora_scale
+        return kwargs
+
+    def _evaluate_branches(self, latents, t, branches, inputs: _BranchInputs, add_time_ids, unet_kwargs):
+        """One UNet call on the requested branches -> list of three (B, C, H, W) or None."""
+        text, pooled, id_embeds, clip_embeds = inputs.batch(branches)
+        for layer, value in clip_embeds.items():
+            layer.clip_embeds = value
+        sample = self.scheduler.scale_model_input(torch.cat([latents] * len(branches)), t)
+        out = self.unet(
+            sample, t, encoder_hidden_states=text, cross_attention_kwargs=unet_kwargs,
+            added_cond_kwargs={
+                "text_embeds": pooled,
+                "time_ids": add_time_ids.repeat(text.shape[0], 1),
+                "image_embeds": id_embeds,
+            },
+            return_dict=False,
+        )[0]
+        per_branch = [None, None, None]
+        for k, chunk in zip(branches, out.chunk(len(branches))):
+            per_branch[k] = chunk
+        return per_branch
+
+    @torch.no_grad()
+    def latents_to_images(self, latents, output_type="pil"):
+        """Decode final latents (B, 4, h, w) with the VAE, as the call does for `output_type`."""
+        if output_type == "latent":
+            return latents
+        vae = self.vae
+        upcast = vae.dtype == torch.float16 and vae.config.force_upcast
+        if upcast:
+            vae.to(dtype=torch.float32)
+        latents = latents.to(next(iter(vae.post_quant_conv.parameters())).dtype)
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, -1, 1, 1)
+            mean = torch.tensor(mean).view(shape).to(latents)
+            std = torch.tensor(std).view(shape).to(latents)
+            latents = latents * std / vae.config.scaling_factor + mean
+        else:
+            latents = latents / vae.config.scaling_factor
+        image = vae.decode(latents, return_dict=False)[0]
+        if upcast:
+            vae.to(dtype=torch.float16)
+        if self.watermark is not None:
+            image = self.watermark.apply_watermark(image)
+        return self.image_processor.postprocess(image, output_type=output_type)
+
+
+def branches_for_step(cfg: FastFaceConfig, step_index: int, t) -> tuple[int, ...]:
+    """Branches a step evaluates: what guidance reads, or all three where AM normalises over the
+    batch (so the min-max statistics match the reference's three-branch batch)."""
+    if cfg.attention.couples_batch(step_index):
+        return (0, 1, 2)
+    needed = dcg.needed_branches(step_index, t, cfg.guidance)
+    return tuple(k for k in range(3) if needed[k])
+
+
+def planned_evaluations(cfg: FastFaceConfig, timesteps) -> int:
+    """UNet evaluations per image that `cfg` needs over `timesteps` (without norm recording)."""
+    plain = cfg.replace(guidance=replace(cfg.guidance, record_norms=False))
+    return sum(len(branches_for_step(plain, i, t)) for i, t in enumerate(timesteps))
+
+
+def _expand(x: torch.Tensor, images: int, what: str) -> torch.Tensor:
+    """Repeat a (k, ...) tensor to (images, ...) where k is 1 or already ``images``."""
+    if x.shape[0] == images:
+        return x
+    if x.shape[0] == 1:
+        return x.repeat(images, *([1] * (x.ndim - 1)))
+    raise ValueError(f"{what} holds {x.shape[0]} entries per branch; expected 1 or {images}")

@@ -1,0 +1,73 @@
+"""workbook.setup(): the mode, quiet libraries, seeds and figure saving every notebook relies on."""
+import random
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from fastface_lite.workbook.session import Workbook, colab_badge, repo_root, setup
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_setup_tiny_is_reproducible(monkeypatch, restore_threads):
+    monkeypatch.setenv("FASTFACE_MODE", "tiny")
+    wb = setup(seed=3)
+    draws = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert setup(seed=3) == wb
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == draws
+    assert (wb.mode, wb.device, wb.dtype, wb.tiny) == ("tiny", "cpu", torch.float32, True)
+    assert torch.get_num_threads() == 1
+    assert wb.describe() == "mode tiny (random tiny weights, offline) on cpu, float32, seed 3"
+    assert wb.figures == repo_root() / "figures" and (wb.figures.parent / "pyproject.toml").is_file()
+
+
+def test_setup_full_without_a_gpu_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("FASTFACE_MODE", "tiny")
+    with pytest.raises(RuntimeError, match="full mode needs a GPU.*mode='tiny'"):
+        setup(mode="full")
+
+
+def test_unknown_mode_is_refused(monkeypatch):
+    monkeypatch.setenv("FASTFACE_MODE", "fast")
+    with pytest.raises(ValueError, match="FASTFACE_MODE='fast' is not a mode"):
+        setup()
+
+
+def test_save_writes_a_png_without_timestamps(tmp_path):
+    wb = Workbook(mode="tiny", device="cpu", dtype=torch.float32, seed=0, figures=tmp_path / "figs", on_colab=False)
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    first = wb.save(fig, "line").read_bytes()
+    assert wb.save(fig, "line.png") == tmp_path / "figs" / "line.png"
+    assert first.startswith(b"\x89PNG") and first == (tmp_path / "figs" / "line.png").read_bytes()
+    assert b"Matplotlib" not in first  # no software/version stamp: a rebuild leaves the file unchanged
+
+
+def test_generator_is_cpu_and_seeded():
+    wb = Workbook(mode="tiny", device="cpu", dtype=torch.float32, seed=5, figures=repo_root(), on_colab=False)
+    assert torch.equal(torch.rand(3, generator=wb.generator()), torch.rand(3, generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(torch.rand(3, generator=wb.generator(7)), torch.rand(3, generator=torch.Generator().manual_seed(7)))
+
+
+def test_colab_badge_points_at_the_notebook():
+    badge = colab_badge("03_guidance_schedules.ipynb", repo="me/fork")
+    assert badge.endswith("(https://colab.research.google.com/github/me/fork/blob/main/notebooks/03_guidance_schedules.ipynb)")
+
+
+def test_identity_inputs_use_the_tiny_adapters_face_model(tiny_plus):
+    from fastface_lite.sdxl.adapter import adapter_id_dim
+
+    wb = Workbook(mode="tiny", device="cpu", dtype=torch.float32, seed=0, figures=repo_root(), on_colab=False)
+    inputs, photo = wb.identity_inputs(tiny_plus, "grace_hopper")
+    assert photo.name == "grace_hopper.jpg"
+    negative, positive = inputs.call_kwargs()["ip_adapter_image_embeds"][0].chunk(2)
+    assert positive.shape[-1] == adapter_id_dim(tiny_plus) == 128  # dlib's descriptor size
+    assert torch.count_nonzero(negative) == 0 and torch.count_nonzero(positive) > 0
