@@ -3,3 +3,8 @@
 
 class ConfigError(ValueError):
     """A FastFace configuration that cannot run: wrong names, lengths or ranges."""
+
+
+class NothingRecorded(LookupError):
+    """A trace query asked for maps that were never recorded (a branch a step did not evaluate,
+    a block or step outside what the trace was told to keep)."""

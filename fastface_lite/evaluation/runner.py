@@ -163,7 +163,6 @@ class _Generator:
         self.model = None
         self.pipe = None
         self._inputs: dict[str, object] = {}
-        self._crops: dict[str, object] = {}
 
     def _load(self, model: str):
         if self.model == model:
@@ -187,16 +186,10 @@ class _Generator:
         """Embedding and aligned crop from the mode's analyzer (tiny: dlib 128-d; full: insightface
         512-d); the crop is BGR when ``clip_crop_bgr`` (the reference's choice, SPEC §1)."""
         if identity not in self._inputs:
-            from fastface_lite.sdxl.adapter import id_inputs, needs_clip
+            from fastface_lite.sdxl.adapter import face_id_inputs
 
             face, _ = self.scorers.reference(photo)
-            crop = None
-            if needs_clip(self.pipe):
-                if identity not in self._crops:
-                    self._crops[identity] = face.aligned_crop(photo, size=224,
-                                                              bgr=self.settings["clip_crop_bgr"])
-                crop = self._crops[identity]
-            self._inputs[identity] = id_inputs(self.pipe, face.embedding, crop)
+            self._inputs[identity] = face_id_inputs(self.pipe, face, photo, bgr=self.settings["clip_crop_bgr"])
         return self._inputs[identity]
 
     def __call__(self, item: EvalItem, photo: Path):

@@ -11,6 +11,8 @@ figure, so cells of a grid compare by colour; every panel title says token, bloc
 """
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -81,14 +83,32 @@ def plot_overlay(heatmap, image=None, ax=None, *, alpha: float = 0.55, cmap: str
     return ax
 
 
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """PNG bytes of a matplotlib figure, without matplotlib's version stamp (so re-rendering an
+    unchanged figure changes no byte). The one renderer behind every saved or shown figure."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
+
 def save_figure(fig: Figure, path, dpi: int = 100) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix, PNG by default), creating folders."""
+    """Write ``fig`` to ``path`` (PNG; a path without suffix gets ``.png``), creating folders.
+
+    The file is replaced atomically (a temporary file in the same folder, then ``os.replace``),
+    so a reader or a killed process never sees half a figure.
+    """
     path = Path(path)
     if not path.suffix:
         path = path.with_suffix(".png")
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: figures are saved as PNG; use a .png path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # PNGs without matplotlib's version stamp, so re-saving an unchanged figure changes no byte
-    fig.savefig(path, dpi=dpi, **({"metadata": {"Software": None}} if path.suffix == ".png" else {}))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(figure_png(fig, dpi))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
     return path
 
 

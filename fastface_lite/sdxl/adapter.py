@@ -92,3 +92,18 @@ def id_inputs(pipe, embedding, crop=None) -> IDInputs:
         # (n_images, S, D) -> (1, n_images, S, D), then the (negative, positive) pair
         clip = torch.cat([torch.stack(negative, 1), torch.stack(positive, 1)]).to(dtype)
     return IDInputs(image_embeds, clip)
+
+
+def face_id_inputs(pipe, face, image, bgr: bool = True) -> IDInputs:
+    """The adapter inputs for one detected face: its identity embedding, and for Plus v2 its
+    224 px aligned crop (the crop CLIP ViT-H sees).
+
+    Args:
+        face: a detected face (:class:`fastface_lite.faces.analyzer.Face`, or anything with an
+            ``embedding`` (D,) and an ``aligned_crop(image, size, bgr)`` method).
+        image: the photo the face was found in.
+        bgr: give CLIP the crop in BGR channel order, as the reference implementation and the
+            IP-Adapter FaceID demo do (kept for fidelity; see docs/method.md).
+    """
+    crop = face.aligned_crop(image, size=224, bgr=bgr) if needs_clip(pipe) else None
+    return id_inputs(pipe, face.embedding, crop)

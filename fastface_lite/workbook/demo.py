@@ -22,12 +22,11 @@ def identity_inputs(pipe, face: str, backend: str = "dlib", bgr: bool = False):
     CLIP crop in BGR channel order, as the reference does.
     """
     from fastface_lite.faces.analyzer import FaceAnalyzer
-    from fastface_lite.sdxl.adapter import id_inputs, needs_clip
+    from fastface_lite.sdxl.adapter import face_id_inputs
 
     photo = _photo(face)
     found = FaceAnalyzer(backend=backend).largest(photo)
-    crop = found.aligned_crop(photo, size=224, bgr=bgr) if needs_clip(pipe) else None
-    return id_inputs(pipe, found.embedding, crop), photo
+    return face_id_inputs(pipe, found, photo, bgr=bgr), photo
 
 
 def _photo(face: str) -> Path:
@@ -52,11 +51,10 @@ def run_variants(pipe, inputs, prompt: str, seed: int, model: str = "hyper") -> 
 
 def run_demo(out_dir="figures", prompt="a photo of a person reading in a park", face="astronaut",
              seed=0, adapter="faceid-plusv2") -> list[dict]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
     from PIL import Image
+
+    from fastface_lite.inspect.plots import save_figure
 
     from fastface_lite.sdxl.loading import tiny_pipeline
 
@@ -81,7 +79,8 @@ def run_demo(out_dir="figures", prompt="a photo of a person reading in a park", 
         for r in rows:
             f.write(f"{r['variant']},{r['unet_evaluations']},{r['seconds']:.4f},{r['max_diff_vs_baseline']:.6f}\n")
 
-    fig, axes = plt.subplots(1, len(rows) + 1, figsize=(2.2 * (len(rows) + 1), 2.6))
+    fig = Figure(figsize=(2.2 * (len(rows) + 1), 2.6))
+    axes = fig.subplots(1, len(rows) + 1)
     axes[0].imshow(Image.open(photo).convert("RGB"))
     axes[0].set_title("identity", fontsize=9)
     for ax, r in zip(axes[1:], rows):
@@ -91,8 +90,7 @@ def run_demo(out_dir="figures", prompt="a photo of a person reading in a park", 
         ax.axis("off")
     fig.suptitle(f"tiny pipeline (random weights) - {prompt}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_dir / "demo_variants.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_dir / "demo_variants.png")
     attention_figures(pipe, inputs, prompt, seed, out_dir)
     print(f"wrote {out_dir / 'demo_variants.png'}, {out_dir / 'demo_variants.md'}, {out_dir / 'demo_variants.csv'}")
     return rows

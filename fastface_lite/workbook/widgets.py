@@ -10,7 +10,6 @@ sets a control's `.value` and reads `summary.value`, `images.value` or `last`.
 from __future__ import annotations
 
 import html
-import io
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence
@@ -22,17 +21,11 @@ from matplotlib.figure import Figure
 
 from fastface_lite.method.config import PRESETS, FastFaceConfig, GuidanceConfig
 from fastface_lite.errors import ConfigError
+from fastface_lite.inspect.plots import figure_png
 from fastface_lite.method.schedules import SCHEDULE_SHAPES, WeightSchedule
 
 NUM_STEPS = 4  # the presets' step count; the sweep keeps it fixed
 WEIGHT_RANGE = dict(min=0.0, max=5.0, step=0.1)
-
-
-def figure_png(fig: Figure, dpi: int = 80) -> bytes:
-    """PNG bytes of a matplotlib figure (no pyplot, no global figure state, no metadata)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
-    return buffer.getvalue()
 
 
 def _slider(description: str, value: float, css_class: str, **limits) -> widgets.FloatSlider:
@@ -248,8 +241,8 @@ class SweepExplorer:
             f"its norms need every branch) · AM from preset {self.preset.value}<br>"
             f"‖term 1‖ per step {_norms(term1)} · ‖term 2‖ per step {_norms(term2)}"
         )
-        self.images.value = figure_png(image_grid(result.images, [f"seed {s}" for s in self.seeds]))
-        self.plot.value = figure_png(schedule_and_norms(result.weights, result.norms))
+        self.images.value = figure_png(image_grid(result.images, [f"seed {s}" for s in self.seeds]), dpi=80)
+        self.plot.value = figure_png(schedule_and_norms(result.weights, result.norms), dpi=80)
 
     @property
     def widget(self) -> widgets.Widget:
@@ -372,7 +365,7 @@ class AttentionInspector:
                               f"mean {values.mean():.4f} · max {values.max():.4f} at row {row}, col {col}")
         fig = Figure(figsize=(3.2, 3.4), layout="constrained")
         heatmap.plot_overlay(self.image if self.overlay.value else None, ax=fig.subplots(), colorbar=True)
-        self.view.value = figure_png(fig)
+        self.view.value = figure_png(fig, dpi=80)
         self.last = heatmap
         return heatmap
 
