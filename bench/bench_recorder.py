@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import fastface_lite as ff  # noqa: E402
-from fastface_lite.sdxl import loading as models  # noqa: E402
+from fastface_lite.sdxl import tiny  # noqa: E402
 from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs  # noqa: E402
 from fastface_lite.inspect.trace import trace  # noqa: E402
 
@@ -51,8 +51,8 @@ def build(size: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
     if size == "tiny":
         pipe, pixels = ff.tiny_pipeline(adapter="faceid", seed=0), None
     else:
-        dims, pixels = (MID, 512) if size == "mid" else (models.SDXL_UNET_DIMS, 1024)
-        pipe = models.sized_pipeline(replace(models.TINY, **dims), adapter="faceid", seed=0, image_size=pixels)
+        dims, pixels = (MID, 512) if size == "mid" else (tiny.SDXL_UNET_DIMS, 1024)
+        pipe = tiny.sized_pipeline(replace(tiny.TINY, **dims), adapter="faceid", seed=0, image_size=pixels)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device, dtype)
     emb = np.random.default_rng(0).standard_normal(adapter_id_dim(pipe)).astype(np.float32)
@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", nargs="+", default=["tiny", "mid"], choices=["tiny", "mid", "sdxl"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
-    parser.add_argument("--presets", nargs="+", default=["baseline", "fastface-am2"], choices=list(ff.PRESETS))
+    parser.add_argument("--presets", nargs="+", default=["baseline", "fastface-am2"], choices=list(ff.VARIANTS))
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     started = time.perf_counter()

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import fastface_lite as ff  # noqa: E402
-from fastface_lite.sdxl import loading as models  # noqa: E402
+from fastface_lite.sdxl import tiny  # noqa: E402
 from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs  # noqa: E402
 from fastface_lite.workbook.widgets import SweepExplorer  # noqa: E402
 
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     if args.size == "tiny":
         pipe = ff.tiny_pipeline(adapter="faceid-plusv2", seed=0)
     else:
-        pipe = models.sized_pipeline(replace(models.TINY, **models.SDXL_UNET_DIMS), adapter="faceid-plusv2", seed=0, image_size=1024)
+        pipe = tiny.sized_pipeline(replace(tiny.TINY, **tiny.SDXL_UNET_DIMS), adapter="faceid-plusv2", seed=0, image_size=1024)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(args.device, getattr(torch, args.dtype))
     rng = np.random.default_rng(0)

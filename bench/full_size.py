@@ -23,8 +23,10 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 import fastface_lite as ff
 from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs
 from fastface_lite.sdxl.pipeline import FastFacePipeline
-from fastface_lite.sdxl.checkpoints import _load_faceid, make_scheduler
-from fastface_lite.sdxl.tiny import TinyDims, _clip_processor, _tokenizer_folder, write_faceid_adapter
+from fastface_lite.sdxl.adapter import load_faceid
+from fastface_lite.sdxl.loading import make_scheduler
+from fastface_lite.sdxl.adapter import clip_image_processor
+from fastface_lite.sdxl.tiny import TinyDims, tokenizer_folder, write_faceid_adapter
 from fastface_lite.sdxl.tokenizer import sdxl_tokenizers
 
 # SDXL base 1.0 / h94 FaceID Plus v2 shapes. `--small` divides widths by 8 and depths by 4.
@@ -76,13 +78,13 @@ def build(device: str, dtype: torch.dtype, small: bool, size: int) -> FastFacePi
         text_encoder = CLIPTextModel(CLIPTextConfig(hidden_act="quick_gelu", **text, **text_l))
         text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_act="gelu", **text, **text_g))
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(image_size=224, patch_size=14, hidden_act="gelu", **vision))
-    tokenizer, tokenizer_2 = sdxl_tokenizers(_tokenizer_folder())
+    tokenizer, tokenizer_2 = sdxl_tokenizers(tokenizer_folder())
     pipe = FastFacePipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
                             tokenizer_2=tokenizer_2, unet=unet, scheduler=make_scheduler("hyper"), image_encoder=image_encoder,
-                            feature_extractor=_clip_processor(224), force_zeros_for_empty_prompt=True)
+                            feature_extractor=clip_image_processor(224), force_zeros_for_empty_prompt=True)
     adapter_dims = TinyDims(id_dim=ADAPTER.id_dim // (8 if small else 1), lora_rank=ADAPTER.lora_rank // (8 if small else 1),
                             clip_hidden=vision["hidden_size"])
-    _load_faceid(pipe, "faceid-plusv2", str(write_faceid_adapter(pipe.unet, "faceid-plusv2", 0, adapter_dims)))
+    load_faceid(pipe, "faceid-plusv2", str(write_faceid_adapter(pipe.unet, "faceid-plusv2", 0, adapter_dims)))
     pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import fastface_lite as ff
-from fastface_lite.sdxl import loading as models
+from fastface_lite.sdxl import tiny
 from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs
 
 # name -> (TinyDims overrides, latent side). "mid" keeps SDXL's block layout at a quarter of its
@@ -32,7 +32,7 @@ SIZES = {
     "tiny": ({}, None),
     "mid": (dict(unet_channels=(80, 160, 320), unet_heads=(2, 4, 8), transformer_layers=(1, 2, 2),
                  text_hidden=128, text_projection=128), 64),
-    "sdxl": (models.SDXL_UNET_DIMS, 128),
+    "sdxl": (tiny.SDXL_UNET_DIMS, 128),
 }
 
 
@@ -41,7 +41,7 @@ def build(size: str, device: str, dtype: torch.dtype):
     if not overrides:
         pipe = ff.tiny_pipeline(adapter="faceid-plusv2", seed=0)
     else:
-        pipe = models.sized_pipeline(replace(models.TINY, **overrides), adapter="faceid-plusv2", seed=0,
+        pipe = tiny.sized_pipeline(replace(tiny.TINY, **overrides), adapter="faceid-plusv2", seed=0,
                                      image_size=latent * 8)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device, dtype)
@@ -64,7 +64,7 @@ def timed(pipe, inputs, cfg, all_branches: bool, device: str):
 
 def variants():
     """The six presets, plus AM2 with per-branch normalisation (not the reference's numbers)."""
-    for name in ff.PRESETS:
+    for name in ff.VARIANTS:
         yield name, ff.FastFaceConfig.preset(name)
     cfg = ff.FastFaceConfig.preset("fastface-am2")
     per_branch = ff.AttentionConfig(**{**cfg.attention.__dict__, "normalize_per_branch": True})

@@ -17,16 +17,10 @@ diffusers-backed names on first use.
 """
 from fastface_lite.errors import ConfigError
 from fastface_lite.method import am, dcg, schedules
-from fastface_lite.method.config import (
-    MODELS,
-    PRESETS,
-    AttentionConfig,
-    AttentionSchedule,
-    FastFaceConfig,
-    GuidanceConfig,
-    PartConstants,
-    PartTable,
-)
+from fastface_lite.method.am_config import AttentionConfig, AttentionSchedule, PartConstants, PartTable
+from fastface_lite.method.checkpoints import MODELS
+from fastface_lite.method.config import FastFaceConfig, VARIANTS
+from fastface_lite.method.dcg_config import GuidanceConfig
 from fastface_lite.method.schedules import WeightSchedule
 from fastface_lite.sdxl.mode import run_mode
 
@@ -36,7 +30,7 @@ guidance = dcg
 attention = am
 
 __all__ = [
-    "am", "dcg", "guidance", "attention", "schedules", "MODELS", "PRESETS", "AttentionConfig",
+    "am", "dcg", "guidance", "attention", "schedules", "MODELS", "VARIANTS", "AttentionConfig",
     "AttentionSchedule", "FastFaceConfig", "GuidanceConfig", "PartConstants", "PartTable", "ConfigError",
     "run_mode", "WeightSchedule", "FastFacePipeline", "FastFaceOutput", "tiny_pipeline", "load_pipeline",
     "install", "StepContext", "EvalSpec", "run_evaluation", "recompute_metrics", "trace",

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastface_lite.method.config import MODELS, PRESETS
+from fastface_lite.method.checkpoints import MODELS
+from fastface_lite.method.config import VARIANTS
 
 ADAPTER_NAMES = ("faceid", "faceid-plusv2")
 
@@ -49,8 +50,8 @@ def register(subparsers) -> None:
                     help="prompt sets by name (realistic, stylistic) or prompt files, one prompt a line")
     ev.add_argument("--prompts-per-set", type=int, default=None, metavar="N",
                     help="only the first N prompts of each set after sorting (small runs)")
-    ev.add_argument("--variants", nargs="+", default=list(PRESETS), choices=PRESETS, metavar="VARIANT",
-                    help=f"FastFace presets (default: all): {', '.join(PRESETS)}")
+    ev.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
+                    help=f"FastFace presets (default: all): {', '.join(VARIANTS)}")
     ev.add_argument("--models", nargs="+", default=["hyper"], choices=MODELS, metavar="MODEL",
                     help=f"distilled models (default: hyper): {', '.join(MODELS)}")
     ev.add_argument("--adapter", default="faceid-plusv2", choices=ADAPTER_NAMES)
@@ -81,7 +82,7 @@ def register(subparsers) -> None:
 def _user_errors():
     from fastface_lite.errors import ConfigError
     from fastface_lite.evaluation.runner import RunFolderError
-    from fastface_lite.faces.images import FaceError
+    from fastface_lite.errors import FaceError
 
     return RunFolderError, ConfigError, FaceError, FileNotFoundError
 

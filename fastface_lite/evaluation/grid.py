@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fastface_lite.method.config import MODELS, PRESETS, FastFaceConfig
+from fastface_lite.method.checkpoints import MODELS
+from fastface_lite.method.config import FastFaceConfig, VARIANTS
 from fastface_lite.faces.photos import face_names, face_path, load_prompts
 from fastface_lite.errors import ConfigError
 from fastface_lite.sdxl.mode import MODES, run_mode
@@ -44,7 +45,7 @@ class EvalSpec:
         prompt_sets: shipped sets ("realistic", "stylistic") or paths to prompt files (set name =
             file stem). Prompts are stripped, lower-cased (`data.load_prompts`), de-duplicated, sorted.
         prompts_per_set: keep the first N prompts of each set after sorting (None = all).
-        variants: FastFace presets (``config.PRESETS``).
+        variants: FastFace presets (``config.VARIANTS``).
         models: distilled model presets (``config.MODELS``).
         adapter: "faceid-plusv2" or "faceid".
         seed: base seed; each image's seed is ``item_seed(seed, identity, prompt)``.
@@ -58,7 +59,7 @@ class EvalSpec:
     identities: tuple[str, ...] = ()
     prompt_sets: tuple[str, ...] = ("realistic", "stylistic")
     prompts_per_set: Optional[int] = None
-    variants: tuple[str, ...] = PRESETS
+    variants: tuple[str, ...] = VARIANTS
     models: tuple[str, ...] = ("hyper",)
     adapter: str = "faceid-plusv2"
     seed: int = 0
@@ -73,7 +74,7 @@ class EvalSpec:
             value = (value,) if isinstance(value, (str, os.PathLike)) else value
             # de-duplicate, keep the order given (variants and models are the columns of the summary)
             object.__setattr__(self, name, tuple(dict.fromkeys(os.fspath(v) for v in value)))
-        for name, valid in (("variants", PRESETS), ("models", MODELS)):
+        for name, valid in (("variants", VARIANTS), ("models", MODELS)):
             values = getattr(self, name)
             if not values:
                 raise ConfigError(f"{name} is empty; give at least one of {', '.join(valid)}")

@@ -20,8 +20,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from fastface_lite.faces.analyzer import DLIB_SAME_PERSON_DISTANCE, Face, FaceAnalyzer, NoFaceError
-from fastface_lite.faces.images import ImageInput, ImageTooSmallError, describe, load_rgb
+from fastface_lite.errors import ImageTooSmallError, NoFaceError
+from fastface_lite.faces.analyzer import DLIB_SAME_PERSON_DISTANCE, Face, FaceAnalyzer
+from fastface_lite.faces.images import ImageInput, describe, load_rgb
 
 __all__ = [
     "IdentityScore", "identity_similarity", "FaceSizeRatio", "face_size_ratio",

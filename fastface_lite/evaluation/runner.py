@@ -118,7 +118,7 @@ class Scorers:
             primary = self.analyzer.largest(photo)
             second = None
             if self.second is not None:
-                from fastface_lite.faces.analyzer import NoFaceError
+                from fastface_lite.errors import NoFaceError
 
                 try:
                     second = self.second.largest(photo)
@@ -170,14 +170,16 @@ class _Generator:
         self.pipe, self._inputs = None, {}
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        from fastface_lite.sdxl import loading as models
+        from fastface_lite.sdxl.loading import load_pipeline
+        from fastface_lite.sdxl.tiny import tiny_pipeline
+
         adapter = self.settings["adapter"]
         if self.settings["mode"] == "tiny":
-            pipe = models.tiny_pipeline(adapter=adapter, seed=TINY_WEIGHTS_SEED, model=model,
+            pipe = tiny_pipeline(adapter=adapter, seed=TINY_WEIGHTS_SEED, model=model,
                                         device=str(self.device))
         else:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-            pipe = models.load_pipeline(model=model, steps=self.settings["num_steps"], adapter=adapter,
+            pipe = load_pipeline(model=model, steps=self.settings["num_steps"], adapter=adapter,
                                         device=str(self.device), dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         self.pipe, self.model = pipe, model

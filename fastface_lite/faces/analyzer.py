@@ -25,17 +25,15 @@ import importlib.util
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
-import torch
 
-from fastface_lite.faces.images import (FaceError, ImageInput, ImageTooSmallError, UnreadableImageError, describe,
-                     load_rgb)
+from fastface_lite.errors import NoFaceError
+from fastface_lite.faces.images import ImageInput, describe, load_rgb
 
 __all__ = [
-    "Face", "FaceAnalyzer", "FaceError", "NoFaceError", "UnreadableImageError",
-    "ImageTooSmallError", "identity_embedding", "insightface_weights_available",
+    "Face", "FaceAnalyzer", "insightface_weights_available",
     "DET_SIZES", "DLIB_SAME_PERSON_DISTANCE",
 ]
 
@@ -51,10 +49,6 @@ _DLIB_NOSE_TIP, _DLIB_MOUTH_LEFT, _DLIB_MOUTH_RIGHT = 30, 48, 54
 
 _NO_FACE_ADVICE = ("Use a frontal, well-lit photo in which the face is at least ~80 px wide "
                    "and not cut off by the frame.")
-
-
-class NoFaceError(FaceError):
-    """The image was read but no face was detected in it."""
 
 
 def _frozen_array(values, dtype=np.float32) -> np.ndarray:
@@ -448,27 +442,3 @@ def _with_crop(face: Face, crop: np.ndarray) -> Face:
     from dataclasses import replace
 
     return replace(face, crop=crop)
-
-
-def identity_embedding(image_or_face: Union[ImageInput, Face],
-                       analyzer: FaceAnalyzer | None = None) -> torch.Tensor:
-    """The L2-normalised identity embedding that IP-Adapter FaceID is conditioned on.
-
-    Args:
-        image_or_face: a `Face`, or an image whose largest face is used.
-        analyzer: needed when an image is given. Full mode uses insightface buffalo_l and gets
-            the 512-d ArcFace `normed_embedding` the FaceID adapters were trained with; tiny mode
-            uses dlib and gets a 128-d descriptor, so the tiny adapter's ID projection must take
-            128 inputs.
-
-    Returns:
-        (D,) float32 CPU tensor with unit norm; D = `analyzer.embedding_dim`.
-    """
-    if isinstance(image_or_face, Face):
-        face = image_or_face
-    elif analyzer is None:
-        raise TypeError("identity_embedding needs a FaceAnalyzer to read an image; pass "
-                        "analyzer=FaceAnalyzer() or a Face from analyzer.largest(image).")
-    else:
-        face = analyzer.largest(image_or_face)
-    return torch.tensor(face.embedding, dtype=torch.float32)

@@ -5,8 +5,8 @@ arrive rotated by their EXIF tag, in grayscale, with an alpha channel, as 16-bit
 arrays in [0, 1]; this module normalises all of those in one place, and raises errors that say
 which input was bad and what to do about it.
 
-The error classes live here (not in faces.py) because loading comes first; faces.py re-exports
-them, and they all derive from `FaceError` so an evaluation loop can catch one class.
+The errors (:mod:`fastface_lite.errors`) all derive from `FaceError`, so an evaluation loop can
+catch one class.
 """
 from __future__ import annotations
 
@@ -17,22 +17,12 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fastface_lite.errors import ImageTooSmallError, UnreadableImageError
+
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 # A face detector needs a few dozen pixels across a face; below this no face can be found.
 MIN_IMAGE_SIDE = 32
-
-
-class FaceError(ValueError):
-    """Base class: an input image that cannot give a face (unreadable, too small, no face)."""
-
-
-class UnreadableImageError(FaceError):
-    """The input is not an image we can read: a missing file, a corrupt file, a non-image."""
-
-
-class ImageTooSmallError(FaceError):
-    """The image is too small to hold a detectable face."""
 
 
 def describe(image: object) -> str:

@@ -34,7 +34,7 @@ import torch
 
 from fastface_lite.method.am import attention_probs
 from fastface_lite.inspect.store import AttentionStore, Selector, _as_list, _matches, _numbers
-from fastface_lite.method.config import AttentionConfig
+from fastface_lite.method.am_config import AttentionConfig
 from fastface_lite.sdxl.processor import StepContext, install
 # moved to attention_store / heatmap; still importable from here
 from fastface_lite.inspect.store import PARTS, block_name, memory_bound  # noqa: F401

@@ -15,12 +15,22 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from fastface_lite.method.config import AttentionConfig, PartConstants
+from fastface_lite.method.am_config import AttentionConfig, PartConstants
 
 SCALE_CEILING = 10.0    # `scale` clamps amplified probabilities here
 SOFTMASK_CENTRE = 0.5   # `softmask` centres its sigmoid on the middle of the normalised map
 QUANTILE_FLOOR = 1e-6   # `adaptive_softmask` keeps its threshold above zero
 ADAIN_EPS = 1e-6
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, L, heads * d) -> (B, heads, L, d): the layout attention is computed in."""
+    return x.view(x.shape[0], -1, heads, x.shape[-1] // heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, L, d) -> (B, L, heads * d): back to the layer's hidden size."""
+    return x.transpose(1, 2).reshape(x.shape[0], -1, x.shape[1] * x.shape[3])
 
 
 def attention_probs(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:

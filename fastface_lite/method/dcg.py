@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from fastface_lite.method.config import GuidanceConfig
+from fastface_lite.method.dcg_config import GuidanceConfig
 
 BRANCH_NAMES = {
     1: ("uncond", "text", "text+id"),

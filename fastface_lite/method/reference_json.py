@@ -1,21 +1,16 @@
 """Read variants stored in the reference implementation's JSON format (SPEC §3).
 
 The format nests guidance under ``pipe_kwargs.dcg_kwargs`` and attention under
-``am_patch_kwargs``; this module maps it onto :class:`~fastface_lite.method.config.FastFaceConfig`.
+``am_patch_kwargs``; this module maps it onto the fields of :class:`~fastface_lite.method.config.FastFaceConfig`.
 Unknown schedule or transform names raise :class:`ConfigError` (through the config classes).
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from fastface_lite.method.config import (
-    MODEL_DEFAULT_GUIDANCE,
-    MODEL_DEFAULT_SIZE,
-    MODELS,
-    AttentionConfig,
-    AttentionSchedule,
-    GuidanceConfig,
-)
+from fastface_lite.method.am_config import AttentionConfig, AttentionSchedule
+from fastface_lite.method.checkpoints import CHECKPOINTS, MODELS
+from fastface_lite.method.dcg_config import GuidanceConfig
 from fastface_lite.errors import ConfigError
 from fastface_lite.method.schedules import TIMESTEP_SHAPES, WeightSchedule
 
@@ -27,8 +22,9 @@ MODEL_ALIASES = {
 ADAIN_WEIGHT = 0.7  # the reference uses 0.7 at every step when apply_adain is set
 
 
-def config_from_reference(cls, data: Mapping[str, Any], name: str = "custom"):
-    """Build ``cls`` (FastFaceConfig) from a reference-format dict."""
+def reference_fields(data: Mapping[str, Any]) -> dict:
+    """The :class:`~fastface_lite.method.config.FastFaceConfig` fields a reference-format dict
+    describes (``FastFaceConfig.from_reference_json`` builds the config from them)."""
     raw_model = str(data.get("model_name", "hyper")).lower()
     model = MODEL_ALIASES.get(raw_model, raw_model)
     if model not in MODELS:
@@ -39,20 +35,20 @@ def config_from_reference(cls, data: Mapping[str, Any], name: str = "custom"):
 
     pipe = dict(data.get("pipe_kwargs", {}))
     num_steps = int(pipe.get("num_inference_steps", 4))
-    weight_a = float(pipe.get("guidance_scale_a", MODEL_DEFAULT_GUIDANCE[model]))
-    weight_b = float(pipe.get("guidance_scale_b", MODEL_DEFAULT_GUIDANCE[model]))
+    weight_a = float(pipe.get("guidance_scale_a", CHECKPOINTS[model].default_guidance))
+    weight_b = float(pipe.get("guidance_scale_b", CHECKPOINTS[model].default_guidance))
     if data.get("reset_gs_to_default", False):
-        weight_a = weight_b = MODEL_DEFAULT_GUIDANCE[model]
+        weight_a = weight_b = CHECKPOINTS[model].default_guidance
 
     guidance = _guidance(dict(pipe.get("dcg_kwargs", {})), weight_a, weight_b)
     attention = _attention(dict(data.get("am_patch_kwargs", {}))) if data.get("patch_pipe") else AttentionConfig()
 
     # the model's own size is what the pipeline uses anyway; keep None so presets compare equal
     width, height = pipe.get("width"), pipe.get("height")
-    default = MODEL_DEFAULT_SIZE[model]
+    default = CHECKPOINTS[model].default_size
     if width == default and height == default:
         width = height = None
-    return cls(
+    return dict(
         model=model,
         num_steps=num_steps,
         guidance=guidance,
@@ -61,7 +57,6 @@ def config_from_reference(cls, data: Mapping[str, Any], name: str = "custom"):
         faceid_lora_scale=float(data.get("faceid_lora_scale", 1.0)),
         width=width,
         height=height,
-        name=name,
     )
 
 

@@ -1,4 +1,5 @@
-"""ID inputs for the FaceID adapters, in diffusers' (negative, positive) convention.
+"""The IP-Adapter FaceID adapters: loading them, what they expect, and their ID inputs in
+diffusers' (negative, positive) convention.
 
 FaceID takes an identity embedding; Plus v2 also takes CLIP hidden states of an aligned face crop.
 "No ID" is the all-zero embedding and the CLIP hidden states of an all-zero image (what diffusers'
@@ -17,7 +18,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from fastface_lite.sdxl.checkpoints import adapter_info
+from diffusers.models.embeddings import IPAdapterFaceIDImageProjection, IPAdapterFaceIDPlusImageProjection
+from transformers import CLIPImageProcessor
+
+from fastface_lite.method.checkpoints import ADAPTERS
 
 
 @dataclass(frozen=True)
@@ -37,21 +41,55 @@ class IDInputs:
         return {"ip_adapter_image_embeds": self.image_embeds, "id_clip_embeds": self.clip_embeds}
 
 
+def projection_layer(pipe):
+    """The FaceID projection layer of `pipe` (``unet.encoder_hid_proj.image_projection_layers[0]``):
+    the module that turns an identity embedding (and for Plus, CLIP hidden states) into ID tokens.
+    Accepts a pipeline or a UNet."""
+    unet = getattr(pipe, "unet", pipe)
+    projection = getattr(unet, "encoder_hid_proj", None)
+    layers = getattr(projection, "image_projection_layers", None)
+    if not layers:
+        raise ValueError("the pipeline has no IP adapter loaded; load one with adapter='faceid' or 'faceid-plusv2'")
+    return layers[0]
+
+
+def clip_image_processor(size: int) -> CLIPImageProcessor:
+    """The CLIP image processor FaceID Plus crops go through: what diffusers' ``load_ip_adapter``
+    builds for a CLIP tower of this input size (CLIP mean/std, bicubic resize, centre crop)."""
+    return CLIPImageProcessor(size=size, crop_size=size)
+
+
+def load_faceid(pipe, adapter: str, source: str, **hub) -> None:
+    """Load the FaceID `adapter` ("faceid" or "faceid-plusv2") from `source` (a hub repo id or a
+    folder in h94's layout) with diffusers' `load_ip_adapter`, as SPEC §1 does it; for Plus v2 turn
+    on the v2 shortcut."""
+    pipe.load_ip_adapter(source, subfolder=None, weight_name=ADAPTERS[adapter], image_encoder_folder=None, **hub)
+    if adapter == "faceid-plusv2":
+        projection = projection_layer(pipe)
+        projection.shortcut = True  # v2: ID tokens = MLP(id) + shortcut_scale * resampler(...)
+        projection.shortcut_scale = 1.0
+
+
+def adapter_info(pipe) -> tuple[int, int]:
+    """(number of ID tokens, ID embedding size) of the FaceID adapter loaded in `pipe`.
+
+    Real checkpoints give (4, 512); the tiny ones (4, TINY_ID_DIM).
+    """
+    layer = projection_layer(pipe)
+    if isinstance(layer, IPAdapterFaceIDPlusImageProjection):
+        return layer.num_tokens, layer.proj.net[0].proj.in_features
+    if isinstance(layer, IPAdapterFaceIDImageProjection):
+        return layer.num_tokens, layer.ff.net[0].proj.in_features
+    raise ValueError(f"pipe's IP adapter is a {type(layer).__name__}, not FaceID; load a FaceID adapter.")
+
+
 def adapter_id_dim(pipe) -> int:
     """Size of the identity embedding the loaded adapter expects (128 tiny, 512 real)."""
     return adapter_info(pipe)[1]
 
 
 def needs_clip(pipe) -> bool:
-    return hasattr(_projection_layer(pipe), "clip_embeds")
-
-
-def _projection_layer(pipe):
-    projection = getattr(pipe.unet, "encoder_hid_proj", None)
-    layers = getattr(projection, "image_projection_layers", None)
-    if not layers:
-        raise ValueError("the pipeline has no IP adapter loaded; load a FaceID adapter first")
-    return layers[0]
+    return hasattr(projection_layer(pipe), "clip_embeds")
 
 
 def id_inputs(pipe, embedding, crop=None) -> IDInputs:

@@ -1,58 +1,93 @@
-"""Pipelines: the real hub presets (`load_pipeline`) and their tiny offline twin (`tiny_pipeline`).
+"""Loading the real checkpoints from the Hugging Face hub (or its cache): `load_pipeline`, and the
+scheduler each checkpoint samples with.
 
-Both return a `FastFacePipeline` (an SDXL pipeline) with IP-Adapter FaceID loaded through diffusers'
-own `load_ip_adapter`, so everything downstream — attention processors, the peft adapter
-`faceid_0`, `encoder_hid_proj` — is the same object graph in both modes.
-
-* `load_pipeline` (here) reads the real checkpoints of SPEC §1 from the Hugging Face hub (or its cache).
-* `tiny_pipeline` (in `tiny.py`) builds the offline twin with random weights.
+`load_pipeline` returns a `FastFacePipeline` (an SDXL pipeline) with IP-Adapter FaceID loaded
+through diffusers' own `load_ip_adapter`, exactly as the tiny offline twin
+(:func:`fastface_lite.sdxl.tiny.tiny_pipeline`) does, so everything downstream (attention
+processors, the peft adapter `faceid_0`, `encoder_hid_proj`) is the same object graph in both modes.
+Which repositories and files it reads: :func:`fastface_lite.workbook.anatomy.hub_files`.
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 from diffusers import (
+    DDIMScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    LCMScheduler,
     UNet2DConditionModel,
 )
-from transformers import (
-    CLIPVisionModelWithProjection,
-)
+from transformers import CLIPVisionModelWithProjection
 
-from fastface_lite.sdxl.pipeline import FastFacePipeline
-
-from fastface_lite.sdxl.checkpoints import (  # noqa: F401 (re-exported: one import place for model loading)
-    ADAPTERS,
+from fastface_lite.method.checkpoints import (
     CLIP_VIT_H,
     FACEID_REPO,
-    MODEL_PRESETS,
-    NUM_ID_TOKENS,
     SDXL_BASE,
-    SDXL_SCHEDULER_CONFIG,
-    _SCHEDULERS,
-    ModelPreset,
-    _check_adapter,
-    _check_model,
-    _check_steps,
-    _load_faceid,
-    adapter_info,
-    cache_root,
-    make_scheduler,
-    preset_timesteps,
+    Checkpoint,
+    check_adapter,
+    check_model,
+    check_steps,
 )
-from fastface_lite.sdxl.tiny import (  # noqa: F401
-    SDXL_UNET_DIMS,
-    TINY,
-    TINY_ID_DIM,
-    TinyDims,
-    _clip_processor,
-    faceid_state_dict,
-    sized_pipeline,
-    tiny_components,
-    tiny_pipeline,
-    tiny_size,
-    write_faceid_adapter,
-)
+from fastface_lite.sdxl.adapter import clip_image_processor, load_faceid
+from fastface_lite.sdxl.pipeline import FastFacePipeline
+
+# ----------------------------------------------------------------------------------------------
+# schedulers
+# ----------------------------------------------------------------------------------------------
+# `stable-diffusion-xl-base-1.0/scheduler/scheduler_config.json`: what every checkpoint's scheduler is
+# derived from (the distilled checkpoints keep SDXL's noise schedule and change the sampler/spacing).
+SDXL_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "interpolation_type": "linear",
+    "use_karras_sigmas": False,
+    "clip_sample": False,
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "trained_betas": None,
+}
+
+SCHEDULERS = {  # class name -> class, for the names in the checkpoint table
+    cls.__name__: cls
+    for cls in (DDIMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LCMScheduler)
+}
+
+
+def make_scheduler(model: str, base_config: dict | None = None):
+    """The checkpoint's scheduler, derived from SDXL's scheduler config (or `base_config`)."""
+    checkpoint = check_model(model)
+    overrides = {"timestep_spacing": checkpoint.timestep_spacing} if checkpoint.timestep_spacing else {}
+    return SCHEDULERS[checkpoint.scheduler].from_config(dict(base_config or SDXL_SCHEDULER_CONFIG), **overrides)
+
+
+def model_timesteps(model: str, steps: int = 4) -> list[int]:
+    """Timesteps the checkpoint's scheduler visits in `steps` steps, e.g. hyper 4 -> [999, 749, 499, 249]."""
+    scheduler = make_scheduler(model)
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+@contextmanager
+def quiet_diffusers():
+    """Diffusers at error level inside the block (for notices that are expected there)."""
+    from diffusers.utils import logging as dlogging
+
+    level = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlogging.set_verbosity(level)
+
 
 # ----------------------------------------------------------------------------------------------
 # load_pipeline: the real checkpoints
@@ -66,13 +101,13 @@ def _offline() -> bool:
     return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _load_unet(preset: ModelPreset, steps: int, dtype, variant, hub: dict) -> UNet2DConditionModel | None:
+def _load_unet(checkpoint: Checkpoint, steps: int, dtype, variant, hub: dict) -> UNet2DConditionModel | None:
     """The replacement UNet of "unet_file" / "unet_folder" presets (None for the others)."""
-    if preset.how == "unet_folder":
+    if checkpoint.how == "unet_folder":
         return UNet2DConditionModel.from_pretrained(
-            preset.repo, subfolder="unet", torch_dtype=dtype, variant=variant, **hub
+            checkpoint.repo, subfolder="unet", torch_dtype=dtype, variant=variant, **hub
         )
-    if preset.how == "unet_file":
+    if checkpoint.how == "unet_file":
         from accelerate import init_empty_weights
         from huggingface_hub import hf_hub_download
         from safetensors.torch import load_file
@@ -80,25 +115,25 @@ def _load_unet(preset: ModelPreset, steps: int, dtype, variant, hub: dict) -> UN
         config = UNet2DConditionModel.load_config(SDXL_BASE, subfolder="unet", **hub)
         with init_empty_weights():  # no throw-away fp32 init of 2.6B parameters
             unet = UNet2DConditionModel.from_config(config)
-        path = hf_hub_download(preset.repo, preset.weight_name(steps), **hub)
+        path = hf_hub_download(checkpoint.repo, checkpoint.weight_name(steps), **hub)
         # strict: a layout mismatch is an error, not silent noise
         unet.load_state_dict(load_file(path), strict=True, assign=True)
         return unet.to(dtype).eval()
     return None
 
 
-def _fuse_lora(pipe: FastFacePipeline, preset: ModelPreset, steps: int, hub: dict) -> None:
+def _fuse_lora(pipe: FastFacePipeline, checkpoint: Checkpoint, steps: int, hub: dict) -> None:
     """Fuse the distillation LoRA into the UNet at 1.0, then drop the adapter, so only the FaceID
     LoRA (`faceid_0`) is a live peft adapter afterwards."""
-    pipe.load_lora_weights(preset.repo, weight_name=preset.weight_name(steps), adapter_name=preset.name, **hub)
-    pipe.fuse_lora(lora_scale=1.0, adapter_names=[preset.name])
+    pipe.load_lora_weights(checkpoint.repo, weight_name=checkpoint.weight_name(steps), adapter_name=checkpoint.name, **hub)
+    pipe.fuse_lora(lora_scale=1.0, adapter_names=[checkpoint.name])
     pipe.unload_lora_weights()
 
 
-def _load_scheduler(preset: ModelPreset, base_config: dict, hub: dict):
-    if preset.how == "unet_folder":  # Turbo ships its own scheduler config
-        return _SCHEDULERS[preset.scheduler].from_pretrained(preset.repo, subfolder="scheduler", **hub)
-    return make_scheduler(preset.name, base_config)
+def _load_scheduler(checkpoint: Checkpoint, base_config: dict, hub: dict):
+    if checkpoint.how == "unet_folder":  # Turbo ships its own scheduler config
+        return SCHEDULERS[checkpoint.scheduler].from_pretrained(checkpoint.repo, subfolder="scheduler", **hub)
+    return make_scheduler(checkpoint.name, base_config)
 
 
 def load_pipeline(
@@ -109,35 +144,35 @@ def load_pipeline(
     dtype: torch.dtype = torch.float16,
     cache_dir: str | os.PathLike | None = None,
 ) -> FastFacePipeline:
-    """The real SPEC §1 preset `model` for `steps` steps, with the FaceID `adapter`, on `device`.
+    """The real SPEC §1 checkpoint `model` for `steps` steps, with the FaceID `adapter`, on `device`.
 
-    model: one of MODEL_PRESETS (hyper, lightning, lcm, turbo, base). steps: picks the Hyper /
+    model: one of the checkpoints in ``method.checkpoints.CHECKPOINTS`` (hyper, lightning, lcm, turbo, base). steps: picks the Hyper /
     Lightning checkpoint (1/2/4/8, 2/4/8); other presets accept any count. adapter: "faceid",
     "faceid-plusv2" (also loads CLIP ViT-H/14 as `image_encoder`) or None. dtype float16 loads the
     fp16 variant files of SDXL base. The FaceID LoRA stays at 1.0 here: its weight is set per call by
     `FastFaceConfig.faceid_lora_scale`, so the pipeline holds no hidden weight. cache_dir: hub cache folder (default: huggingface_hub's); with HF_HUB_OFFLINE=1
     only cached files are read.
     """
-    preset = _check_model(model)
-    _check_steps(preset, steps)
-    _check_adapter(adapter)
+    checkpoint = check_model(model)
+    check_steps(checkpoint, steps)
+    check_adapter(adapter)
     hub = {"cache_dir": cache_dir, "local_files_only": _offline()}
     variant = "fp16" if dtype == torch.float16 else None
 
-    unet = _load_unet(preset, steps, dtype, variant, hub)
+    unet = _load_unet(checkpoint, steps, dtype, variant, hub)
     components = {"unet": unet} if unet is not None else {}
     pipe = FastFacePipeline.from_pretrained(SDXL_BASE, torch_dtype=dtype, variant=variant, **components, **hub)
     pipe.to(device)  # before fusing: the LoRA math then runs on the accelerator
-    pipe.scheduler = _load_scheduler(preset, pipe.scheduler.config, hub)
-    if preset.how == "lora":
-        _fuse_lora(pipe, preset, steps, hub)
-    # the preset's size, whatever sample_size the UNet config carries
-    pipe.default_sample_size = preset.default_size // pipe.vae_scale_factor
+    pipe.scheduler = _load_scheduler(checkpoint, pipe.scheduler.config, hub)
+    if checkpoint.how == "lora":
+        _fuse_lora(pipe, checkpoint, steps, hub)
+    # the checkpoint's size, whatever sample_size the UNet config carries
+    pipe.default_sample_size = checkpoint.default_size // pipe.vae_scale_factor
 
     if adapter == "faceid-plusv2":
         encoder = CLIPVisionModelWithProjection.from_pretrained(CLIP_VIT_H, dtype=dtype, **hub).to(device).eval()
-        pipe.register_modules(image_encoder=encoder, feature_extractor=_clip_processor(encoder.config.image_size))
+        pipe.register_modules(image_encoder=encoder, feature_extractor=clip_image_processor(encoder.config.image_size))
     if adapter is not None:
-        _load_faceid(pipe, adapter, FACEID_REPO, **hub)
+        load_faceid(pipe, adapter, FACEID_REPO, **hub)
     return pipe.to(device)
 

@@ -15,7 +15,7 @@ Reads top to bottom like diffusers' SDXL pipeline. What differs:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -24,6 +24,7 @@ from diffusers.pipelines.stable_diffusion_xl.pipeline_output import StableDiffus
 from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import retrieve_timesteps
 
 from fastface_lite.method import dcg
+from fastface_lite.method.branches import branches_for_step
 from fastface_lite.method.config import FastFaceConfig
 from fastface_lite.errors import ConfigError
 from fastface_lite.sdxl.processor import AttentionObserver, StepContext, install
@@ -197,7 +198,7 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                 for i, t in enumerate(timesteps):
                     if self.interrupt:
                         continue
-                    branches = (0, 1, 2) if evaluate_all_branches else self._branches_for_step(cfg, i, t)
+                    branches = (0, 1, 2) if evaluate_all_branches else branches_for_step(cfg, i, t)
                     context.step_index, context.timestep, context.branches = i, float(t), branches
                     context.branch_names = tuple(dcg.BRANCH_NAMES[cfg.guidance.dcg_type][k] for k in branches)
                     noise_pred = self._evaluate_branches(latents, t, branches, inputs, add_time_ids, unet_kwargs)
@@ -254,9 +255,6 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             negative, positive = (_expand(x, images, "clip_embeds") for x in pair.to(self.unet.dtype).chunk(2))
             clip_embeds[layer] = [(negative, positive)[has_id] for _, has_id in conditions]
         return _BranchInputs(text, pooled, id_embeds, clip_embeds)
-
-    def _branches_for_step(self, cfg: FastFaceConfig, step_index: int, t) -> tuple[int, ...]:
-        return branches_for_step(cfg, step_index, t)
 
     def _unet_kwargs(self, cross_attention_kwargs, lora_scale) -> dict:
         kwargs = dict(cross_attention_kwargs or {})
@@ -317,21 +315,6 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         if self.watermark is not None:
             image = self.watermark.apply_watermark(image)
         return self.image_processor.postprocess(image, output_type=output_type)
-
-
-def branches_for_step(cfg: FastFaceConfig, step_index: int, t) -> tuple[int, ...]:
-    """Branches a step evaluates: what guidance reads, or all three where AM normalises over the
-    batch (so the min-max statistics match the reference's three-branch batch)."""
-    if cfg.attention.couples_batch(step_index):
-        return (0, 1, 2)
-    needed = dcg.needed_branches(step_index, t, cfg.guidance)
-    return tuple(k for k in range(3) if needed[k])
-
-
-def planned_evaluations(cfg: FastFaceConfig, timesteps) -> int:
-    """UNet evaluations per image that `cfg` needs over `timesteps` (without norm recording)."""
-    plain = cfg.replace(guidance=replace(cfg.guidance, record_norms=False))
-    return sum(len(branches_for_step(plain, i, t)) for i, t in enumerate(timesteps))
 
 
 def _expand(x: torch.Tensor, images: int, what: str) -> torch.Tensor:

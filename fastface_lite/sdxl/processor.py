@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from diffusers.image_processor import IPAdapterMaskProcessor
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 
-from fastface_lite.method.am import ip_attention_maps, unet_part
-from fastface_lite.method.config import AttentionConfig
+from fastface_lite.method.am import ip_attention_maps, merge_heads, split_heads, unet_part
+from fastface_lite.method.am_config import AttentionConfig
 
 
 @dataclass
@@ -132,15 +132,9 @@ class FastFaceAttnProcessor(IPAdapterAttnProcessor2_0):
         if attn.norm_cross:
             text_states = attn.norm_encoder_hidden_states(text_states)
 
-        def split_heads(x):  # (B, L, heads*d) -> (B, heads, L, d)
-            return x.view(batch, -1, heads, x.shape[-1] // heads).transpose(1, 2)
-
-        def merge_heads(x):  # (B, heads, L, d) -> (B, L, heads*d)
-            return x.transpose(1, 2).reshape(batch, -1, x.shape[1] * x.shape[3])
-
-        query = split_heads(attn.to_q(hidden_states))
-        text_key = split_heads(attn.to_k(text_states))
-        text_value = split_heads(attn.to_v(text_states))
+        query = split_heads(attn.to_q(hidden_states), heads)
+        text_key = split_heads(attn.to_k(text_states), heads)
+        text_value = split_heads(attn.to_v(text_states), heads)
         if self.observer is not None and self.observer.wants_text:
             self.observer.on_text_attention(self.layer_name, self.context, query, text_key)
         out = F.scaled_dot_product_attention(query, text_key, text_value, attn_mask=attention_mask)
@@ -151,13 +145,13 @@ class FastFaceAttnProcessor(IPAdapterAttnProcessor2_0):
             if all(s == 0 for s in (ip_scale if isinstance(ip_scale, list) else [ip_scale])):
                 continue
             if mask is None:
-                ip_out = self._id_attention(query, split_heads(to_k(states)), split_heads(to_v(states)))
+                ip_out = self._id_attention(query, split_heads(to_k(states), heads), split_heads(to_v(states), heads))
                 out = out + ip_scale * merge_heads(ip_out).to(query.dtype)
                 continue
             scales = ip_scale if isinstance(ip_scale, list) else [ip_scale] * mask.shape[1]
             for i in range(mask.shape[1]):  # one masked region per reference image
                 ip_out = self._id_attention(
-                    query, split_heads(to_k(states[:, i])), split_heads(to_v(states[:, i]))
+                    query, split_heads(to_k(states[:, i]), heads), split_heads(to_v(states[:, i]), heads)
                 )
                 ip_out = merge_heads(ip_out).to(query.dtype)
                 region = IPAdapterMaskProcessor.downsample(mask[:, i], batch, ip_out.shape[1], ip_out.shape[2])

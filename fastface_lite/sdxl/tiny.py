@@ -19,7 +19,6 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from transformers import (
-    CLIPImageProcessor,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
@@ -27,22 +26,15 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from fastface_lite.method.checkpoints import ADAPTERS, NUM_ID_TOKENS, check_adapter, check_model
+from fastface_lite.sdxl.adapter import clip_image_processor, load_faceid
+from fastface_lite.sdxl.cache import cache_root, content_key, write_atomic
+from fastface_lite.sdxl.loading import make_scheduler, quiet_diffusers
 from fastface_lite.sdxl.pipeline import FastFacePipeline
-from fastface_lite.sdxl.checkpoints import (
-    ADAPTERS,
-    NUM_ID_TOKENS,
-    _check_adapter,
-    _check_model,
-    _content_key,
-    _load_faceid,
-    _quiet_diffusers,
-    cache_root,
-    make_scheduler,
-)
-from fastface_lite.sdxl.tokenizer import bpe_fingerprint, sdxl_tokenizers, write_atomic
+from fastface_lite.sdxl.tokenizer import bpe_fingerprint, sdxl_tokenizers
 
 __all__ = ["TINY", "TINY_ID_DIM", "TinyDims", "faceid_state_dict", "sized_pipeline", "tiny_components",
-           "tiny_pipeline", "tiny_size", "write_faceid_adapter"]
+           "tiny_pipeline", "tiny_size", "tokenizer_folder", "write_faceid_adapter"]
 
 # ----------------------------------------------------------------------------------------------
 # Tiny SDXL
@@ -87,7 +79,7 @@ SDXL_UNET_DIMS = dict(unet_channels=(320, 640, 1280), unet_heads=(5, 10, 20), tr
 
 def tiny_size(model: str) -> int:
     """Default tiny image side in pixels: a quarter of the preset's (1024 -> 256, turbo 512 -> 128)."""
-    return _check_model(model).default_size // 4
+    return check_model(model).default_size // 4
 
 
 def _text_config(d: TinyDims, **kwargs) -> CLIPTextConfig:
@@ -169,7 +161,8 @@ def _build(seed: int, part: str, make):
         return make()
 
 
-def _tokenizer_folder() -> Path:
+def tokenizer_folder() -> Path:
+    """The cache folder of the real CLIP tokenizer files, rebuilt from the BPE list offline."""
     return cache_root() / f"clip-bpe-{bpe_fingerprint()}"
 
 
@@ -182,10 +175,10 @@ def tiny_components(
     Returns the keyword arguments of `StableDiffusionXLPipeline(...)`; with `with_image_encoder` the
     CLIP vision tower and its `CLIPImageProcessor` are filled in (needed by FaceID Plus v2).
     """
-    _check_model(model)
+    check_model(model)
     image_size = image_size or tiny_size(model)
     latent = image_size // 2 ** (len(dims.vae_channels) - 1)
-    tokenizer, tokenizer_2 = sdxl_tokenizers(_tokenizer_folder())
+    tokenizer, tokenizer_2 = sdxl_tokenizers(tokenizer_folder())
     parts = {
         "text_encoder": _build(
             seed, "text_encoder", lambda: CLIPTextModel(_text_config(dims, hidden_act="quick_gelu"))
@@ -203,15 +196,10 @@ def tiny_components(
     }
     if with_image_encoder:
         parts["image_encoder"] = _build(seed, "image_encoder", lambda: _tiny_image_encoder(dims))
-        parts["feature_extractor"] = _clip_processor(dims.clip_image_size)
+        parts["feature_extractor"] = clip_image_processor(dims.clip_image_size)
     for name in ("text_encoder", "text_encoder_2", "unet", "vae"):
         parts[name].eval()
     return parts
-
-
-def _clip_processor(size: int) -> CLIPImageProcessor:
-    # what diffusers' load_ip_adapter builds for a CLIP tower of this size (CLIP mean/std, bicubic)
-    return CLIPImageProcessor(size=size, crop_size=size)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,7 +286,7 @@ def _faceid_ip_layers(init: _Init, unet, rank: int) -> dict:
 def faceid_state_dict(unet, adapter: str, seed: int = 0, dims: TinyDims = TINY) -> dict:
     """A random FaceID / FaceID-Plus-v2 checkpoint for `unet`, as h94 lays it out:
     {"image_proj": {...}, "ip_adapter": {...}} (see `_faceid_image_proj`, `_faceid_ip_layers`)."""
-    _check_adapter(adapter)
+    check_adapter(adapter)
     init = _Init(_seed_for(seed, adapter))
     cross_dim = unet.config.cross_attention_dim
     if adapter == "faceid":
@@ -315,9 +303,9 @@ def write_faceid_adapter(unet, adapter: str, seed: int = 0, dims: TinyDims = TIN
     that determines its bytes (adapter, seed, dims, the UNet's attention layout), so
     `pipe.load_ip_adapter(folder, subfolder=None, weight_name=ADAPTERS[adapter], ...)` loads it.
     """
-    _check_adapter(adapter)
+    check_adapter(adapter)
     layout = [(n, a.to_q.in_features, a.to_k.in_features, a.to_q.out_features) for n, a in _attention_layers(unet)]
-    key = _content_key("faceid-v1", adapter, seed, asdict(dims), unet.config.cross_attention_dim, layout)
+    key = content_key("faceid-v1", adapter, seed, asdict(dims), unet.config.cross_attention_dim, layout)
     folder = Path(folder) if folder is not None else cache_root() / f"{adapter}-{key}"
     path = folder / ADAPTERS[adapter]
     if not path.is_file():
@@ -347,8 +335,8 @@ def tiny_pipeline(
     Same `seed` -> bit-identical weights. Each call returns an independent copy (a memo of built
     pipelines makes repeated calls cheap). Default size: `tiny_size(model)` (256 px, turbo 128 px).
     """
-    _check_model(model)
-    _check_adapter(adapter)
+    check_model(model)
+    check_adapter(adapter)
     key = (adapter, seed, model)
     if key not in _TINY_MEMO:
         _TINY_MEMO[key] = _build_tiny_pipeline(adapter, seed, model)
@@ -364,8 +352,8 @@ def sized_pipeline(
 ) -> FastFacePipeline:
     """Like `tiny_pipeline` but with other sizes (e.g. a mid-size or full-size SDXL UNet shape
     with random weights, for benchmarks). Built fresh each call, not memoised."""
-    _check_model(model)
-    _check_adapter(adapter)
+    check_model(model)
+    check_adapter(adapter)
     return _build_tiny_pipeline(adapter, seed, model, dims, image_size)
 
 
@@ -379,7 +367,7 @@ def _build_tiny_pipeline(
         pipe = FastFacePipeline(**parts, force_zeros_for_empty_prompt=True)
         if adapter is not None:
             folder = write_faceid_adapter(pipe.unet, adapter, seed, dims)
-            with _quiet_diffusers():  # its "no text-encoder LoRA keys" notices are expected here
-                _load_faceid(pipe, adapter, str(folder))
+            with quiet_diffusers():  # its "no text-encoder LoRA keys" notices are expected here
+                load_faceid(pipe, adapter, str(folder))
     pipe.set_progress_bar_config(disable=True)
     return pipe

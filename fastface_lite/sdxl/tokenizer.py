@@ -14,12 +14,12 @@ import gzip
 import hashlib
 import importlib.util
 import json
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from transformers import CLIPTokenizer
+
+from fastface_lite.sdxl.cache import write_atomic
 
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 # CLIP keeps the first 49152 - 256 - 2 merges: 256 byte tokens + 256 "</w>" byte tokens + merges
@@ -28,22 +28,6 @@ NUM_MERGES = 49152 - 256 - 2
 VOCAB_SIZE = 49408
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MODEL_MAX_LENGTH = 77
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` so readers never see a half-written file (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def bpe_vocab_path() -> Path:

@@ -14,7 +14,17 @@ from typing import Optional
 
 import torch
 
-from fastface_lite.sdxl.checkpoints import ADAPTERS, CLIP_VIT_H, FACEID_REPO, SDXL_BASE, _check_adapter, _check_model, _check_steps
+from fastface_lite.method.am import attention_probs, merge_heads, split_heads
+from fastface_lite.method.checkpoints import (
+    ADAPTERS,
+    CLIP_VIT_H,
+    FACEID_REPO,
+    SDXL_BASE,
+    check_adapter,
+    check_model,
+    check_steps,
+)
+from fastface_lite.sdxl.adapter import projection_layer
 
 __all__ = ["DecoupledAttention", "HubFile", "IDTokenParts", "decoupled_attention", "hub_files", "id_token_parts",
            "lora_layers"]
@@ -35,24 +45,24 @@ def hub_files(model: str = "hyper", steps: int = 4, adapter: Optional[str] = "fa
 
     Nothing is downloaded; the arguments are validated as `load_pipeline` validates them.
     """
-    preset = _check_model(model)
-    _check_steps(preset, steps)
-    _check_adapter(adapter)
+    checkpoint = check_model(model)
+    check_steps(checkpoint, steps)
+    check_adapter(adapter)
     rows = []
-    if preset.how == "unet_folder":
-        rows.append(HubFile("unet", preset.repo, "unet/", "replaces SDXL's UNet"))
-    elif preset.how == "unet_file":
-        rows.append(HubFile("unet", preset.repo, preset.weight_name(steps),
+    if checkpoint.how == "unet_folder":
+        rows.append(HubFile("unet", checkpoint.repo, "unet/", "replaces SDXL's UNet"))
+    elif checkpoint.how == "unet_file":
+        rows.append(HubFile("unet", checkpoint.repo, checkpoint.weight_name(steps),
                             "full UNet state dict, loaded into SDXL's UNet config"))
-    base_parts = "text encoders, tokenizers, VAE" + (", UNet" if preset.how in ("lora", "base") else "")
+    base_parts = "text encoders, tokenizers, VAE" + (", UNet" if checkpoint.how in ("lora", "base") else "")
     rows.append(HubFile(base_parts, SDXL_BASE, "*/ (fp16 variant on GPU)", "StableDiffusionXLPipeline layout"))
-    if preset.how == "unet_folder":
-        rows.append(HubFile("scheduler", preset.repo, "scheduler/", f"{preset.scheduler}, the repo's own config"))
+    if checkpoint.how == "unet_folder":
+        rows.append(HubFile("scheduler", checkpoint.repo, "scheduler/", f"{checkpoint.scheduler}, the repo's own config"))
     else:
-        spacing = f", timestep_spacing={preset.timestep_spacing!r}" if preset.timestep_spacing else ""
-        rows.append(HubFile("scheduler", SDXL_BASE, "scheduler/", f"{preset.scheduler} from SDXL's config{spacing}"))
-    if preset.how == "lora":
-        rows.append(HubFile("distillation LoRA", preset.repo, preset.weight_name(steps),
+        spacing = f", timestep_spacing={checkpoint.timestep_spacing!r}" if checkpoint.timestep_spacing else ""
+        rows.append(HubFile("scheduler", SDXL_BASE, "scheduler/", f"{checkpoint.scheduler} from SDXL's config{spacing}"))
+    if checkpoint.how == "lora":
+        rows.append(HubFile("distillation LoRA", checkpoint.repo, checkpoint.weight_name(steps),
                             "fused into the UNet at 1.0, then unloaded"))
     if adapter == "faceid-plusv2":
         rows.append(HubFile("image_encoder", CLIP_VIT_H, "folder/", "CLIPVisionModelWithProjection (ViT-H/14)"))
@@ -93,7 +103,7 @@ def id_token_parts(pipe, inputs, positive: bool = True) -> IDTokenParts:
     positive: the identity (True) or the "no ID" input (False: zero embedding, CLIP of a zero image).
     The projection layer is left as found (its `clip_embeds` and `shortcut` are restored).
     """
-    layer = pipe.unet.encoder_hid_proj.image_projection_layers[0]
+    layer = projection_layer(pipe)
     index = 1 if positive else 0
     embedding = inputs.image_embeds[0][index]  # (n, D_id)
     if not hasattr(layer, "clip_embeds"):  # IPAdapterFaceIDImageProjection
@@ -170,20 +180,12 @@ def decoupled_attention(attn, hidden_states, text_states, id_tokens, ip_scale: f
         hidden_states: (B, N, C) image features (the queries).
         text_states: (B, L, D) prompt embeddings; id_tokens: (B, T, D) ID tokens of adapter `adapter`.
     """
-    from fastface_lite.method.am import attention_probs
-
     processor = attn.processor
-    batch, heads = hidden_states.shape[0], attn.heads
+    heads = attn.heads
 
-    def split(x):  # (B, L, heads*d) -> (B, heads, L, d)
-        return x.view(batch, -1, heads, x.shape[-1] // heads).transpose(1, 2)
-
-    def merge(x):  # (B, heads, L, d) -> (B, L, heads*d)
-        return x.transpose(1, 2).reshape(batch, -1, x.shape[1] * x.shape[3])
-
-    query = split(attn.to_q(hidden_states))
-    text = merge(attention_probs(query, split(attn.to_k(text_states))) @ split(attn.to_v(text_states)))
-    probs = attention_probs(query, split(processor.to_k_ip[adapter](id_tokens)))
-    ident = merge(probs @ split(processor.to_v_ip[adapter](id_tokens)))
+    query = split_heads(attn.to_q(hidden_states), heads)
+    text = merge_heads(attention_probs(query, split_heads(attn.to_k(text_states), heads)) @ split_heads(attn.to_v(text_states), heads))
+    probs = attention_probs(query, split_heads(processor.to_k_ip[adapter](id_tokens), heads))
+    ident = merge_heads(probs @ split_heads(processor.to_v_ip[adapter](id_tokens), heads))
     output = attn.to_out[1](attn.to_out[0](text + ip_scale * ident)) / attn.rescale_output_factor
     return DecoupledAttention(text=text, id=ident, id_probs=probs, output=output)

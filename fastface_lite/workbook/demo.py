@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from fastface_lite.method.config import PRESETS, FastFaceConfig
+from fastface_lite.method.config import FastFaceConfig, VARIANTS
 from fastface_lite.faces.photos import face_path
 
 
@@ -36,7 +36,7 @@ def _photo(face: str) -> Path:
 def run_variants(pipe, inputs, prompt: str, seed: int, model: str = "hyper") -> list[dict]:
     """Run every preset once on the same seed; returns one row per variant (latents included)."""
     rows = []
-    for name in PRESETS:
+    for name in VARIANTS:
         cfg = FastFaceConfig.preset(name, model=model)
         start = time.perf_counter()
         out = pipe(prompt=prompt, fastface=cfg, generator=torch.Generator().manual_seed(seed),
@@ -56,7 +56,7 @@ def run_demo(out_dir="figures", prompt="a photo of a person reading in a park", 
 
     from fastface_lite.inspect.plots import save_figure
 
-    from fastface_lite.sdxl.loading import tiny_pipeline
+    from fastface_lite.sdxl.tiny import tiny_pipeline
 
     _photo(face)  # a wrong name fails here, before anything is built
     out_dir = Path(out_dir)

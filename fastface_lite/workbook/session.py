@@ -75,7 +75,8 @@ class Workbook:
         the GPU, which keeps a 1024 px image under 10 GiB at the cost of weight transfers.
         `cache_dir`: the Hugging Face cache for full mode (e.g. a Drive folder on Colab).
         """
-        from fastface_lite.sdxl.loading import load_pipeline, tiny_pipeline
+        from fastface_lite.sdxl.loading import load_pipeline
+        from fastface_lite.sdxl.tiny import tiny_pipeline
 
         if self.tiny:
             pipe = tiny_pipeline(adapter=adapter, seed=self.seed, model=model)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from fastface_lite.method.config import PRESETS, FastFaceConfig, GuidanceConfig
+from fastface_lite.method.config import FastFaceConfig, VARIANTS
+from fastface_lite.method.dcg_config import GuidanceConfig
 from fastface_lite.errors import ConfigError
 from fastface_lite.inspect.plots import figure_png
 from fastface_lite.method.schedules import SCHEDULE_SHAPES, WeightSchedule
@@ -84,17 +85,17 @@ class SweepExplorer:
 
     def __init__(self, pipe, id_inputs, prompt: str, *, model: str = "hyper", seeds: Sequence[int] = (0, 1),
                  preset: str = "fastface-am1", auto_update: bool = True):
-        from fastface_lite.sdxl.checkpoints import preset_timesteps
+        from fastface_lite.sdxl.loading import model_timesteps
 
         self.pipe, self.id_inputs, self.prompt, self.model = pipe, id_inputs, prompt, model
         self.seeds = tuple(int(s) for s in seeds)
-        self.timesteps = preset_timesteps(model, NUM_STEPS)
+        self.timesteps = model_timesteps(model, NUM_STEPS)
         self.last: Optional[SweepResult] = None
         self.runs = 0
         self._holding = False  # True while controls are set in bulk: one regeneration at the end
         self._base = FastFaceConfig.preset(preset, model=model)
 
-        self.preset = widgets.ToggleButtons(options=PRESETS, value=preset, description="preset")
+        self.preset = widgets.ToggleButtons(options=VARIANTS, value=preset, description="preset")
         self.dcg_type = widgets.ToggleButtons(options=[1, 2, 3], value=3, description="DCG type",
                                               style={"button_width": "48px"})
         self.shape = widgets.Dropdown(options=SCHEDULE_SHAPES, value="custom", description="schedule")
@@ -206,7 +207,7 @@ class SweepExplorer:
 
         A config the method rejects shows its error in the summary; the previous images stay.
         """
-        from fastface_lite.sdxl.pipeline import planned_evaluations
+        from fastface_lite.method.branches import planned_evaluations
 
         try:
             cfg = self.config()

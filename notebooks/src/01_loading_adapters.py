@@ -29,7 +29,7 @@ print(wb.describe())
 # ## The distilled presets
 #
 # Distilled SDXL models sample in 1 to 8 steps instead of 25 to 50. They keep SDXL's architecture
-# and noise schedule and change the weights and the sampler. `fastface_lite.sdxl.checkpoints.MODEL_PRESETS`
+# and noise schedule and change the weights and the sampler. `fastface_lite.method.checkpoints.CHECKPOINTS`
 # holds one entry per model (the table of SPEC §1):
 #
 # * **how** the weights enter the SDXL base pipeline: a distillation LoRA fused into the UNet
@@ -44,13 +44,14 @@ print(wb.describe())
 
 # %%
 import pandas as pd
-from fastface_lite.sdxl.checkpoints import MODEL_PRESETS, preset_timesteps
+from fastface_lite.method.checkpoints import CHECKPOINTS
+from fastface_lite.sdxl.loading import model_timesteps
 
 pd.DataFrame([{
     "preset": p.name, "how": p.how, "repo": p.repo, "file (4 steps)": p.weight_name(4) or "-",
     "scheduler": p.scheduler, "spacing": p.timestep_spacing or "config's", "steps with a file": list(p.steps) or "any",
-    "size": p.default_size, "a = b": p.default_guidance, "4-step timesteps": preset_timesteps(p.name, 4),
-} for p in MODEL_PRESETS.values()]).set_index("preset")
+    "size": p.default_size, "a = b": p.default_guidance, "4-step timesteps": model_timesteps(p.name, 4),
+} for p in CHECKPOINTS.values()]).set_index("preset")
 
 # %% [markdown]
 # The paper evaluates everything at 4 steps. Hyper-SD, Lightning and Turbo visit 999, 749, 499, 249
@@ -180,7 +181,7 @@ plt.show()
 # %%
 import torch
 from fastface_lite.workbook.anatomy import id_token_parts
-from fastface_lite.sdxl.checkpoints import adapter_info
+from fastface_lite.sdxl.adapter import adapter_info
 
 parts = id_token_parts(pipe, inputs)
 print(f"adapter_info: {adapter_info(pipe)}  (ID tokens, ID embedding size)")
@@ -305,7 +306,7 @@ pd.DataFrame([{"dcg_type": t, **{f"branch {k}": f"{name} (text {'yes' if text el
 # one seed:
 
 # %%
-configs = {name: ff.FastFaceConfig.preset(name, model="hyper") for name in ff.PRESETS}
+configs = {name: ff.FastFaceConfig.preset(name, model="hyper") for name in ff.VARIANTS}
 outputs = {name: pipe(prompt=prompt, fastface=cfg, generator=wb.generator(), **inputs.call_kwargs())
            for name, cfg in configs.items()}
 names = dcg.BRANCH_NAMES[3]

@@ -85,7 +85,7 @@ pd.DataFrame([{"token": t, "mean in the face": grid(A, t)[inside].mean(), "mean 
 # %%
 import dataclasses
 from fastface_lite.method import am as am
-from fastface_lite.method.config import PartTable
+from fastface_lite.method.am_config import PartTable
 
 pd.DataFrame({part: dataclasses.asdict(PartTable()[part]) for part in ("down", "mid", "up")})
 

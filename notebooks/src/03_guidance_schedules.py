@@ -33,8 +33,8 @@ import pandas as pd
 
 import fastface_lite as ff
 from fastface_lite.method import dcg as guidance
-from fastface_lite.sdxl.pipeline import planned_evaluations
-from fastface_lite.sdxl.checkpoints import preset_timesteps
+from fastface_lite.method.branches import planned_evaluations
+from fastface_lite.sdxl.loading import model_timesteps
 from fastface_lite.method.schedules import TIMESTEP_SHAPES, WeightSchedule
 from fastface_lite.workbook.widgets import SweepExplorer, schedule_and_norms
 
@@ -70,7 +70,7 @@ pd.DataFrame(rows).pivot(index="DCG type", columns="branch", values="name")
 
 # %%
 cfg = ff.FastFaceConfig.preset("fastface-am1")
-timesteps = preset_timesteps("hyper", 4)
+timesteps = model_timesteps("hyper", 4)
 table = []
 for step, t in enumerate(timesteps):
     a, b = guidance.weights_at(step, t, cfg.guidance)

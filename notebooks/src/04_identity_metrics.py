@@ -266,7 +266,7 @@ print("first blur sigma that loses the face:", blur[blur["failed"]].groupby(["mo
 # error that says what was wrong and what to do; all of them derive from `FaceError`.
 
 # %%
-from fastface_lite.faces.analyzer import FaceError
+from fastface_lite.errors import FaceError
 
 rng = np.random.default_rng(0)
 bad_images = {

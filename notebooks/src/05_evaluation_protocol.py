@@ -260,7 +260,7 @@ full_run = "runs/05_full_hyper"
 
 if wb.mode == "full" and FULL_PROTOCOL:
     full_spec = EvalSpec(identities=("astronaut", "grace_hopper"), prompt_sets=("realistic", "stylistic"),
-                         variants=ff.PRESETS, models=("hyper",), mode="full")
+                         variants=ff.VARIANTS, models=("hyper",), mode="full")
     full_table = run_evaluation(full_spec, full_run, resume=True)
     full_summary = pd.read_csv(Path(full_run) / "summary.csv")
     display(full_summary[full_summary["metric"].isin(["id_similarity", "id_dlib_similarity", "clip_score"])])

@@ -12,7 +12,8 @@ from PIL import Image
 from skimage import data as skdata
 
 from fastface_lite.faces.photos import face_path, load_prompts, prompt_sets, split_style
-from fastface_lite.faces.analyzer import Face, FaceAnalyzer, UnreadableImageError
+from fastface_lite.errors import UnreadableImageError
+from fastface_lite.faces.analyzer import Face, FaceAnalyzer
 from fastface_lite.evaluation.metrics import (ClipScorer, aggregate, clip_pixels, cosine_similarity,
                                    face_size_ratio, identity_similarity)
 

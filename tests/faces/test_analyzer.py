@@ -8,15 +8,13 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
-import torch
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image, ImageEnhance
 from skimage import data as skdata
 
 from fastface_lite.faces.photos import face_path, insightface_group_photo
-from fastface_lite.faces.analyzer import (DLIB_SAME_PERSON_DISTANCE, Face, FaceAnalyzer, FaceError,
-                                 ImageTooSmallError, NoFaceError, UnreadableImageError,
-                                 identity_embedding)
+from fastface_lite.errors import FaceError, ImageTooSmallError, NoFaceError, UnreadableImageError
+from fastface_lite.faces.analyzer import DLIB_SAME_PERSON_DISTANCE, Face, FaceAnalyzer
 from fastface_lite.faces.images import load_rgb
 
 THRESHOLD = DLIB_SAME_PERSON_DISTANCE
@@ -173,16 +171,6 @@ def test_analyze_with_crops_and_face_record(analyzer, photos):
     np.testing.assert_allclose(face.embedding,
                                face.raw_embedding / np.linalg.norm(face.raw_embedding), rtol=1e-6)
     assert not np.isclose(np.linalg.norm(face.raw_embedding), 1.0)  # raw dlib scale kept
-
-
-def test_identity_embedding(analyzer, reference):
-    face = reference["astronaut"]
-    vector = identity_embedding(face)
-    assert vector.dtype == torch.float32 and vector.shape == (128,)
-    assert torch.equal(vector, torch.from_numpy(np.array(face.embedding)))
-    assert torch.allclose(identity_embedding(face_path("astronaut"), analyzer), vector)
-    with pytest.raises(TypeError, match="FaceAnalyzer"):
-        identity_embedding(face_path("astronaut"))
 
 
 # --------------------------------------------------------------------------------- bad inputs
@@ -478,4 +466,4 @@ def test_insightface_face_fields_and_embedding(tiny_pack):
                                            providers=["CPUExecutionProvider"])
     expected = session.run(None, {"input.1": blob})[0][0]
     np.testing.assert_allclose(face.raw_embedding, expected, rtol=1e-4, atol=1e-5)
-    assert identity_embedding(face).shape == (512,)
+    assert face.embedding.shape == (512,)

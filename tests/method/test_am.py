@@ -6,7 +6,7 @@ import torch
 
 import fastface_lite as ff
 from fastface_lite.method import am as am
-from fastface_lite.method.config import PartConstants
+from fastface_lite.method.am_config import PartConstants
 
 C = PartConstants(pow=1.3, scale=1.55, softmask_k=12.5, quantile=0.6)
 

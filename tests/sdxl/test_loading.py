@@ -28,19 +28,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import CLIPConfig, CLIPModel
 
-from fastface_lite.sdxl import loading as models
-from fastface_lite.sdxl.loading import (
-    ADAPTERS,
-    MODEL_PRESETS,
-    TINY,
-    TINY_ID_DIM,
-    adapter_info,
-    load_pipeline,
-    preset_timesteps,
-    tiny_components,
-    tiny_pipeline,
-    write_faceid_adapter,
-)
+from fastface_lite.method import checkpoints
+from fastface_lite.sdxl import loading, tiny
+from fastface_lite.method.checkpoints import ADAPTERS, CHECKPOINTS
+from fastface_lite.sdxl.adapter import adapter_info
+from fastface_lite.sdxl.loading import load_pipeline, model_timesteps
+from fastface_lite.sdxl.tiny import TINY, TINY_ID_DIM, tiny_components, tiny_pipeline, write_faceid_adapter
 from fastface_lite.sdxl.pipeline import FastFacePipeline
 from fastface_lite.sdxl.tokenizer import BOS, EOS, clip_vocab_and_merges
 
@@ -91,17 +84,17 @@ def face():
 
 
 def test_preset_table_matches_spec():
-    assert MODEL_PRESETS["hyper"].weight_name(1) == "Hyper-SDXL-1step-lora.safetensors"
-    assert MODEL_PRESETS["hyper"].weight_name(8) == "Hyper-SDXL-8steps-lora.safetensors"
-    assert MODEL_PRESETS["lightning"].weight_name(2) == "sdxl_lightning_2step_unet.safetensors"
-    assert {m: p.default_size for m, p in MODEL_PRESETS.items()} == {
+    assert CHECKPOINTS["hyper"].weight_name(1) == "Hyper-SDXL-1step-lora.safetensors"
+    assert CHECKPOINTS["hyper"].weight_name(8) == "Hyper-SDXL-8steps-lora.safetensors"
+    assert CHECKPOINTS["lightning"].weight_name(2) == "sdxl_lightning_2step_unet.safetensors"
+    assert {m: p.default_size for m, p in CHECKPOINTS.items()} == {
         "hyper": 1024, "lightning": 1024, "lcm": 1024, "turbo": 512, "base": 1024}
-    assert {m: p.default_guidance for m, p in MODEL_PRESETS.items()} == {
+    assert {m: p.default_guidance for m, p in CHECKPOINTS.items()} == {
         "hyper": 1.0, "lightning": 1.0, "lcm": 1.5, "turbo": 1.0, "base": 5.0}
     for model in ("hyper", "lightning", "turbo"):
-        assert preset_timesteps(model, 4) == [999, 749, 499, 249]
-    assert preset_timesteps("lcm", 4) == [999, 759, 499, 259]
-    assert preset_timesteps("base", 4) == [751, 501, 251, 1]  # SDXL's own "leading" spacing
+        assert model_timesteps(model, 4) == [999, 749, 499, 249]
+    assert model_timesteps("lcm", 4) == [999, 759, 499, 259]
+    assert model_timesteps("base", 4) == [751, 501, 251, 1]  # SDXL's own "leading" spacing
 
 
 def test_tokenizer_vocab_is_clips():
@@ -158,8 +151,8 @@ def test_tiny_weights_are_deterministic():
         sa, sb, sc = state(a[name]), state(b[name]), state(c[name])
         assert all(torch.equal(sa[k], sb[k]) for k in sa), name
         assert not all(torch.equal(sa[k], sc[k]) for k in sa), name
-    adapter_a = models.faceid_state_dict(a["unet"], "faceid-plusv2", seed=0)
-    adapter_b = models.faceid_state_dict(b["unet"], "faceid-plusv2", seed=0)
+    adapter_a = tiny.faceid_state_dict(a["unet"], "faceid-plusv2", seed=0)
+    adapter_b = tiny.faceid_state_dict(b["unet"], "faceid-plusv2", seed=0)
     assert all(torch.equal(adapter_a[p][k], adapter_b[p][k]) for p in adapter_a for k in adapter_a[p])
 
 
@@ -328,7 +321,7 @@ def hub(tmp_path_factory):
     unet = parts["unet"]
     base_unet = state(unet)
 
-    base = snapshot(cache, models.SDXL_BASE)
+    base = snapshot(cache, checkpoints.SDXL_BASE)
     sdxl = StableDiffusionXLPipeline(**parts)
     sdxl.save_pretrained(base)
     sdxl.to(torch.float16).save_pretrained(base, variant="fp16")
@@ -353,9 +346,9 @@ def hub(tmp_path_factory):
     turbo_unet = tiny_components(seed=13, model="turbo")["unet"]
     turbo_unet.save_pretrained(turbo / "unet")
     EulerAncestralDiscreteScheduler.from_config(
-        models.SDXL_SCHEDULER_CONFIG, timestep_spacing="trailing").save_pretrained(turbo / "scheduler")
+        loading.SDXL_SCHEDULER_CONFIG, timestep_spacing="trailing").save_pretrained(turbo / "scheduler")
 
-    faceid = snapshot(cache, models.FACEID_REPO)
+    faceid = snapshot(cache, checkpoints.FACEID_REPO)
     for adapter in ADAPTERS:
         write_faceid_adapter(unet, adapter, seed=5, folder=faceid)
 
@@ -363,7 +356,7 @@ def hub(tmp_path_factory):
     text = parts["text_encoder"].config.to_dict()
     # the laion repo holds a whole CLIP model; load_pipeline takes its vision tower
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=TINY.clip_hidden)).save_pretrained(
-        snapshot(cache, models.CLIP_VIT_H))
+        snapshot(cache, checkpoints.CLIP_VIT_H))
     return {"cache": cache, "base_unet": base_unet, "hyper": hyper, "lightning": lightning,
             "turbo_unet": state(turbo_unet), "fp16_conv_in_bias": fp16["conv_in.bias"]}
 

@@ -55,9 +55,9 @@ def test_unet_evaluations_and_branch_skipping(tiny_plus, preset, evaluations):
 
 def test_variants_differ_from_baseline_and_each_other(tiny_faceid):
     inputs = random_id_inputs(tiny_faceid)
-    latents = {p: run(tiny_faceid, p, inputs=inputs).images for p in ff.PRESETS}
-    for a in ff.PRESETS:
-        for b in ff.PRESETS:
+    latents = {p: run(tiny_faceid, p, inputs=inputs).images for p in ff.VARIANTS}
+    for a in ff.VARIANTS:
+        for b in ff.VARIANTS:
             if a < b:
                 assert not torch.allclose(latents[a], latents[b]), (a, b)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fastface_lite.method import am as am
-from fastface_lite.method.config import PartTable
+from fastface_lite.method.am_config import PartTable
 from fastface_lite.workbook.synthetic import face_mask, synthetic_face_attention
 
 

@@ -5,8 +5,8 @@ import torch
 from conftest import random_id_inputs
 
 import fastface_lite as ff
-from fastface_lite.sdxl.pipeline import planned_evaluations
-from fastface_lite.sdxl.checkpoints import preset_timesteps
+from fastface_lite.method.branches import planned_evaluations
+from fastface_lite.sdxl.loading import model_timesteps
 from fastface_lite.workbook.widgets import AttentionInspector, SweepExplorer
 
 PROMPT = "a photo of a person reading in a park"
@@ -64,7 +64,7 @@ def test_timestep_shape_drives_the_step_sliders(explorer):
     explorer.shape.value = "linear"
     assert explorer.runs == runs + 1  # one regeneration, not one per slider it fills in
     assert all(s.disabled for s in explorer.a_steps) and not explorer.a_weight.disabled
-    timesteps = preset_timesteps("hyper", 4)
+    timesteps = model_timesteps("hyper", 4)
     expected = [explorer.config().guidance.a.at(i, t) for i, t in enumerate(timesteps)]
     assert [a for a, _ in explorer.last.weights] == pytest.approx(expected)
     assert [s.value for s in explorer.a_steps] == pytest.approx(expected)
@@ -102,9 +102,9 @@ def test_rejected_config_keeps_the_last_images(tiny_plus):
 
 
 def test_planned_evaluations_match_a_run(tiny_plus):
-    timesteps = preset_timesteps("hyper", 4)
+    timesteps = model_timesteps("hyper", 4)
     inputs = random_id_inputs(tiny_plus)
-    for name in ff.PRESETS:
+    for name in ff.VARIANTS:
         cfg = ff.FastFaceConfig.preset(name)
         out = tiny_plus(prompt=PROMPT, fastface=cfg, output_type="latent", **inputs.call_kwargs())
         assert planned_evaluations(cfg, timesteps) == out.unet_evaluations, name

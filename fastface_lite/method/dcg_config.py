@@ -1,0 +1,43 @@
+"""How the three guidance branches are combined: :class:`GuidanceConfig` (docs/method.md §3).
+
+A frozen value: nothing mutates it during a run, so one run can never change the next.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from fastface_lite.errors import ConfigError
+from fastface_lite.method.schedules import WeightSchedule
+
+DCG_TYPES = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """How the three UNet branches are combined at each step (SPEC §2).
+
+    Args:
+        dcg_type: 1, 2 or 3 (3 is FastFace: e = e_u + a (e_i - e_u) + b (e_ti - e_i)).
+        a, b: the two weights, as schedules over the steps.
+        renorm: scale the second guidance term to the Frobenius norm of the first.
+        rescale: phi of the std rescale applied after combining, or None for no rescale.
+        record_norms: keep the norms of the branches and terms per step (needs all branches).
+    """
+
+    dcg_type: int = 3
+    a: WeightSchedule = WeightSchedule()
+    b: WeightSchedule = WeightSchedule()
+    renorm: bool = False
+    rescale: Optional[float] = None
+    record_norms: bool = False
+
+    def __post_init__(self):
+        if self.dcg_type not in DCG_TYPES:
+            raise ConfigError(f"dcg_type must be one of {DCG_TYPES}, got {self.dcg_type!r}")
+        if self.rescale is not None and not 0.0 <= float(self.rescale) <= 1.0:
+            raise ConfigError(f"rescale (phi) must lie in [0, 1], got {self.rescale!r}")
+
+    def check_steps(self, num_steps: int) -> None:
+        self.a.check_steps(num_steps, "guidance weight a")
+        self.b.check_steps(num_steps, "guidance weight b")
