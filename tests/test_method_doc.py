@@ -161,6 +161,23 @@ def test_transform_names_and_fixed_numbers():
     }
 
 
+# ---------------------------------------------------------------------------- §8 inverse token 0
+def test_inverse_token0_cancels_for_the_plain_softmask_but_not_the_adaptive_one():
+    probs = torch.randn(6, 2, 64, 4, generator=torch.Generator().manual_seed(8), dtype=torch.float64).softmax(-1)
+    const, tokens = PartTable().down, (0, 1, 2, 3)
+
+    def token0(chain, invert):
+        return am.manipulate(probs, tokens, chain, const, invert_token0=invert)[..., 0]
+
+    plain = token0(("softmask", "scale"), False)
+    # s (M - min_N M): the un-inverted map minus its minimum over positions (dim -1 here), per batch and head
+    torch.testing.assert_close(token0(("softmask", "scale"), True), plain - plain.amin(dim=-1, keepdim=True),
+                               rtol=0, atol=1e-9)
+    adaptive = token0(("adaptive_softmask", "scale"), False)
+    shifted = adaptive - adaptive.amin(dim=-1, keepdim=True)
+    assert (token0(("adaptive_softmask", "scale"), True) - shifted).abs().max() > 0.01
+
+
 # ------------------------------------------------------------------------- §12 the six variants
 def test_variant_cheat_sheet_evaluation_counts():
     rows = table("variant", "preset")
