@@ -2,9 +2,9 @@
 
 The document is written for people; these tests keep it from drifting. Each test finds a table by
 its header row, reads it, and compares it with the package (constants, per-step lists, schedule
-formulas evaluated as written, DCG combinations evaluated as written, UNet evaluation counts). The
-last two check that the sections are numbered 1..n and that every "docs/method.md §n" reference in
-the repository names a section that exists.
+formulas evaluated as written, DCG combinations evaluated as written, UNet evaluation counts); one
+checks §8's claim about inverting token 0. The last two check that the sections are numbered 1..n
+and that every "docs/method.md §n" reference in the repository names a section that exists.
 """
 import math
 import os
