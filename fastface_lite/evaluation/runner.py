@@ -29,13 +29,11 @@ A missing face is a detection failure (a flag, and NaN in the metric), never a n
 from __future__ import annotations
 
 import json
-import math
 import time
 import warnings
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -43,9 +41,10 @@ from fastface_lite.method.config import FastFaceConfig
 from fastface_lite.errors import ConfigError
 from fastface_lite.evaluation.grid import (FULL_CLIP_MODELS, TINY_WEIGHTS_SEED, EvalItem, EvalSpec, build_items, item_seed,
                         resolve_identities, resolve_prompt_sets, run_settings, shard)
-from fastface_lite.evaluation.run_folder import (PLOTS, RESULTS_CSV, RESULTS_JSONL, SHARDS, SUMMARY_CSV, SUMMARY_MD, Identity,
-                         RunFolderError, _fsync_write, _identity_photo, _inspect_run_dir, _jsonable, _Log,
-                         _load_settings, _merged_records, _prepare_run_dir, _write_text)
+from fastface_lite.evaluation.run_folder import (RESULTS_JSONL, SHARDS, SUMMARY_MD, Identity, RunFolderError,
+                                                 _fsync_write, _identity_photo, _inspect_run_dir, _jsonable, _Log,
+                                                 _load_settings, _merged_records, _prepare_run_dir, _write_text)
+from fastface_lite.evaluation.summary import finalize, load_results
 # moved to eval_grid / run_folder; still importable from here
 from fastface_lite.evaluation.grid import ADAPTER_NAMES  # noqa: F401
 from fastface_lite.evaluation.run_folder import IDENTITIES, IMAGES, SETTINGS_FILE, SETTINGS_FORMAT  # noqa: F401
@@ -53,17 +52,8 @@ from fastface_lite.evaluation.run_folder import IDENTITIES, IMAGES, SETTINGS_FIL
 __all__ = [
     "EvalSpec", "EvalItem", "Identity", "RunFolderError", "SimulatedKill", "Scorers",
     "run_evaluation", "recompute_metrics", "load_results", "build_items", "item_seed",
-    "shard", "resolve_identities", "resolve_prompt_sets", "run_settings", "SUMMARY_METRICS",
-    "TIMING_COLUMNS",
+    "shard", "resolve_identities", "resolve_prompt_sets", "run_settings",
 ]
-
-# per-image columns summarised by `metrics.aggregate` (those present in the table)
-SUMMARY_METRICS = ("id_similarity", "id_dlib_similarity", "clip_score", "clip_score_b32",
-                   "face_size_ratio", "unet_evaluations", "seconds")
-# columns that depend on the machine and the moment, not on the inputs
-TIMING_COLUMNS = ("seconds", "finished_at", "metrics_at")
-_GROUP_BY = ("model", "variant", "prompt_set")
-
 
 class SimulatedKill(RuntimeError):
     """Raised by ``run_evaluation(..., stop_after=N)``: a test hook standing in for a killed process."""
@@ -315,121 +305,12 @@ def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: boo
     # 3. the main process merges and summarises
     state.wait_for_everyone()
     if state.is_main_process:
-        table = _finalize(run_dir)
+        table = finalize(run_dir)
         skipped = len(items) - len(todo)
         print(f"{run_dir}: {len(table)} images ({len(todo)} generated now by {state.num_processes} "
               f"process(es), {skipped} already done); summary in {run_dir / SUMMARY_MD}")
     state.wait_for_everyone()
     return load_results(run_dir)
-
-
-def load_results(run_dir) -> pd.DataFrame:
-    """The merged results table of a run folder (all items finished so far, in grid order)."""
-    run_dir = Path(run_dir)
-    settings = _load_settings(run_dir)["settings"]
-    records = _merged_records(run_dir)
-    rows = [records[item.key] for item in build_items(settings) if item.key in records]
-    return _failures_as_nan(pd.DataFrame(rows))
-
-
-# Score columns (JSON stores their NaN failures as null): id_*similarity, id_*distance, ...
-_SCORE_SUFFIXES = ("similarity", "distance", "same_person", "clip_score", "face_size_ratio")
-
-
-def _failures_as_nan(table: pd.DataFrame) -> pd.DataFrame:
-    """Score columns come back from JSON with None for a failure; make them float with NaN, as
-    the scorers produce them, so they plot and aggregate without conversion."""
-    for column in table.columns:
-        if column.endswith(_SCORE_SUFFIXES) and table[column].dtype == object:
-            table[column] = table[column].astype(float)
-    return table
-
-
-# ----------------------------------------------------------------------------------------------
-# merge, summary, plots
-# ----------------------------------------------------------------------------------------------
-def _finalize(run_dir: Path) -> pd.DataFrame:
-    """Write results.jsonl/.csv, summary.csv/.md and one plot per metric from the logs."""
-    from fastface_lite.evaluation.metrics import aggregate
-
-    settings = _load_settings(run_dir)["settings"]
-    table = load_results(run_dir)
-    lines = "".join(json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False,
-                               allow_nan=False) + "\n" for row in table.to_dict("records"))
-    _write_text(run_dir / RESULTS_JSONL, lines)
-    _write_text(run_dir / RESULTS_CSV, table.to_csv(index=False))
-    if table.empty:
-        return table
-    metrics = [m for m in SUMMARY_METRICS if m in table.columns
-               and not (m == "id_dlib_similarity" and settings["mode"] == "tiny")]
-    summary = aggregate(table, by=_GROUP_BY, metrics=metrics)
-    # the order the user gave variants and models in, not alphabetical
-    order = {"model": settings["models"], "variant": settings["variants"]}
-    for column, values in order.items():
-        summary[column] = pd.Categorical(summary[column], categories=values, ordered=True)
-    summary["metric"] = pd.Categorical(summary["metric"], categories=metrics, ordered=True)
-    summary = summary.sort_values([*_GROUP_BY, "metric"], kind="stable").reset_index(drop=True)
-    summary[["model", "variant", "metric"]] = summary[["model", "variant", "metric"]].astype(str)
-    _write_text(run_dir / SUMMARY_CSV, summary.to_csv(index=False))
-    _write_text(run_dir / SUMMARY_MD, _summary_markdown(summary, settings))
-    for metric in metrics:
-        _plot_metric(summary, metric, run_dir / PLOTS / f"{metric}.png", settings)
-    return table
-
-
-def _format(value) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
-
-
-def _summary_markdown(summary: pd.DataFrame, settings: dict) -> str:
-    head = (f"# Evaluation summary\n\nmode: {settings['mode']}, adapter: {settings['adapter']}, "
-            f"{settings['num_steps']} steps, seed {settings['seed']}. Mean and 95% percentile-bootstrap "
-            "interval per group; `failures` = images without a detectable face (excluded from the mean).\n")
-    if settings["mode"] == "tiny":
-        head += ("\nTiny mode: random weights, so the images are noise and faces are rarely found; "
-                 "the numbers exercise the pipeline, they do not measure FastFace.\n")
-    columns = list(summary.columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in summary.itertuples(index=False):
-        lines.append("| " + " | ".join(_format(v) for v in row) + " |")
-    return head + "\n" + "\n".join(lines) + "\n"
-
-
-def _plot_metric(summary: pd.DataFrame, metric: str, path: Path, settings: dict) -> None:
-    """Bars of the mean (with the bootstrap interval) per variant, one panel per model."""
-    import io
-
-    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone (Agg canvas)
-
-    rows = summary[summary["metric"] == metric]
-    variants, models = settings["variants"], settings["models"]
-    sets = sorted(rows["prompt_set"].unique())
-    fig = Figure(figsize=(max(4.0, 0.9 * len(variants) * len(models) + 1.5), 3.4))
-    axes = fig.subplots(1, len(models), squeeze=False)[0]
-    width = 0.8 / max(len(sets), 1)
-    for ax, model in zip(axes, models):
-        for j, prompt_set in enumerate(sets):
-            sel = rows[(rows["model"] == model) & (rows["prompt_set"] == prompt_set)]
-            sel = sel.set_index("variant").reindex(variants)
-            x = np.arange(len(variants)) + (j - (len(sets) - 1) / 2) * width
-            mean = sel["mean"].to_numpy(float)
-            err = np.vstack([mean - sel["ci_low"].to_numpy(float), sel["ci_high"].to_numpy(float) - mean])
-            ax.bar(x, np.nan_to_num(mean), width, yerr=np.nan_to_num(err), capsize=3, label=prompt_set)
-            for xi, m in zip(x, mean):
-                if math.isnan(m):
-                    ax.annotate("n/a", (xi, 0), ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(np.arange(len(variants)))
-        ax.set_xticklabels(variants, rotation=30, ha="right", fontsize=8)
-        ax.set_title(model, fontsize=9)
-    axes[0].set_ylabel(metric)
-    axes[-1].legend(fontsize=7, title="prompts", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"{metric}: mean and 95% bootstrap interval ({settings['mode']} mode)", fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    _fsync_write(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,6 +349,6 @@ def recompute_metrics(run_dir, *, progress: bool = True, device=None) -> pd.Data
     lines = "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}, ensure_ascii=False,
                                allow_nan=False) + "\n" for r in updated)
     _write_text(run_dir / RESULTS_JSONL, lines)
-    table = _finalize(run_dir)
+    table = finalize(run_dir)
     print(f"{run_dir}: metrics of {len(table)} images recomputed; summary in {run_dir / SUMMARY_MD}")
     return table

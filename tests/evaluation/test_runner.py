@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from fastface_lite import cli
-from fastface_lite.evaluation.runner import (SHARDS, Scorers, SimulatedKill, build_items, load_results,
-                                             run_evaluation, run_settings)
+from fastface_lite.evaluation.runner import SHARDS, Scorers, SimulatedKill, build_items, run_evaluation, run_settings
+from fastface_lite.evaluation.summary import load_results
 from fastface_lite.faces.photos import face_path
 
 from .tiny_runs import GRID, N_ITEMS, REPO, SPEC, assert_same_run, comparable, log_lines, subprocess_env

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from fastface_lite.evaluation.runner import build_items, load_results, run_settings
+from fastface_lite.evaluation.runner import build_items, run_settings
+from fastface_lite.evaluation.summary import load_results
 from fastface_lite.faces.photos import load_prompts
 
 from .tiny_runs import N_ITEMS, SPEC

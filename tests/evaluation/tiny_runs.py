@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from fastface_lite.evaluation.runner import SHARDS, TIMING_COLUMNS, EvalSpec, load_results
+from fastface_lite.evaluation.runner import SHARDS, EvalSpec
+from fastface_lite.evaluation.summary import TIMING_COLUMNS, load_results
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = ["--identities", "astronaut", "grace_hopper", "--prompt-sets", "realistic", "stylistic",
