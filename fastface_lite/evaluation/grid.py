@@ -23,7 +23,7 @@ from fastface_lite.method.config import MODELS, PRESETS, FastFaceConfig
 from fastface_lite.faces.photos import face_names, face_path, load_prompts
 from fastface_lite.errors import ConfigError
 from fastface_lite.sdxl.mode import MODES, run_mode
-from fastface_lite.evaluation.run_folder import IMAGES, SETTINGS_FORMAT, Identity, _sha256_file
+from fastface_lite.evaluation.run_folder import IMAGES, SETTINGS_FORMAT, Identity, sha256_file
 
 ADAPTER_NAMES = ("faceid", "faceid-plusv2")  # models.ADAPTERS, without importing diffusers
 TINY_WEIGHTS_SEED = 0  # the tiny pipeline's (random) weights: one fixed "checkpoint"
@@ -117,7 +117,7 @@ def resolve_identities(identities: Sequence[str]) -> list[Identity]:
             raise ConfigError(f"two identity photos are both called {name!r} ({found[name]} and {path}); "
                               "rename one: an identity is known by its file name")
         found[name] = path
-    return [Identity(name, found[name], _sha256_file(found[name])) for name in sorted(found)]
+    return [Identity(name, found[name], sha256_file(found[name])) for name in sorted(found)]
 
 
 def resolve_prompt_sets(prompt_sets: Sequence[str], per_set: Optional[int] = None) -> dict[str, list[str]]:

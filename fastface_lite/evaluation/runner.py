@@ -1,11 +1,12 @@
 """The evaluation runner (SPEC §5): identities x prompts x variants x models, one image each.
 
-    from fastface_lite.evaluation.runner import EvalSpec, run_evaluation, recompute_metrics
+    from fastface_lite.evaluation.grid import EvalSpec
+    from fastface_lite.evaluation.runner import run_evaluation, recompute_metrics
     spec = EvalSpec(identities=("astronaut", "grace_hopper"), variants=("baseline", "fastface-am2"))
     table = run_evaluation(spec, "runs/hyper", resume=True)   # a pandas DataFrame, one row per image
     recompute_metrics("runs/hyper")                           # score the saved images again
 
-What makes a run trustworthy, and how this module (with the two it builds on) gets it:
+What makes a run trustworthy, and which module gets it:
 
 * **An image does not depend on its neighbours**: every item has its own seed, from (seed,
   identity, prompt), and the grid is sorted; see :mod:`fastface_lite.evaluation.grid`.
@@ -13,12 +14,13 @@ What makes a run trustworthy, and how this module (with the two it builds on) ge
   finished item is appended to an fsynced log, which ``resume=True`` reads; see
   :mod:`fastface_lite.evaluation.run_folder`, which also shows the layout of a run folder.
 * **Several processes or GPUs** (``accelerate launch ... fastface eval``): ``accelerate.PartialState``
-  gives each process its index; the items still to do are dealt out deterministically (see `shard`:
-  the variants of one (model, identity, prompt) stay together, group g goes to process g % n), each
-  process appends to its own log, and the main process merges the logs after ``wait_for_everyone``.
-  Results do not depend on the number of processes (bit for bit when every process uses the same
-  number of CPU threads; CPU float sums depend on it at the 1e-6 level). One command at a time per
-  run folder; across machines the folder must be on a shared filesystem.
+  gives each process its index; the items still to do are dealt out deterministically (see
+  ``grid.shard``: the variants of one (model, identity, prompt) stay together, group g goes to
+  process g % n), each process appends to its own log, and the main process merges the logs after
+  ``wait_for_everyone`` (:mod:`fastface_lite.evaluation.summary`). Results do not depend on the
+  number of processes (bit for bit when every process uses the same number of CPU threads; CPU
+  float sums depend on it at the 1e-6 level). One command at a time per run folder; across
+  machines the folder must be on a shared filesystem.
 
 Metrics per image (SPEC §5): identity similarity with the mode's analyzer (tiny: dlib; full:
 insightface buffalo_l) plus dlib as an independent second opinion (in tiny mode the primary already
@@ -28,7 +30,7 @@ A missing face is a detection failure (a flag, and NaN in the metric), never a n
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import time
 import warnings
 from pathlib import Path
@@ -37,14 +39,12 @@ from typing import Optional
 import pandas as pd
 import torch
 
-from fastface_lite.method.config import FastFaceConfig
 from fastface_lite.errors import ConfigError
-from fastface_lite.evaluation.grid import (FULL_CLIP_MODELS, TINY_WEIGHTS_SEED, EvalItem, EvalSpec, build_items, item_seed,
-                        resolve_identities, resolve_prompt_sets, run_settings, shard)
-from fastface_lite.evaluation.run_folder import (RESULTS_JSONL, SHARDS, SUMMARY_MD, Identity, RunFolderError,
-                                                 _fsync_write, _identity_photo, _inspect_run_dir, _jsonable, _Log,
-                                                 _load_settings, _merged_records, _prepare_run_dir, _write_text)
+from fastface_lite.evaluation.grid import (FULL_CLIP_MODELS, TINY_WEIGHTS_SEED, EvalItem, EvalSpec, build_items,
+                                           item_seed, resolve_identities, resolve_prompt_sets, run_settings, shard)
+from fastface_lite.evaluation.run_folder import SHARDS, SUMMARY_MD, Identity, RunFolder, RunFolderError
 from fastface_lite.evaluation.summary import finalize, load_results
+from fastface_lite.method.config import FastFaceConfig
 # moved to eval_grid / run_folder; still importable from here
 from fastface_lite.evaluation.grid import ADAPTER_NAMES  # noqa: F401
 from fastface_lite.evaluation.run_folder import IDENTITIES, IMAGES, SETTINGS_FILE, SETTINGS_FORMAT  # noqa: F401
@@ -52,8 +52,9 @@ from fastface_lite.evaluation.run_folder import IDENTITIES, IMAGES, SETTINGS_FIL
 __all__ = [
     "EvalSpec", "EvalItem", "Identity", "RunFolderError", "SimulatedKill", "Scorers",
     "run_evaluation", "recompute_metrics", "load_results", "build_items", "item_seed",
-    "shard", "resolve_identities", "resolve_prompt_sets", "run_settings",
+    "shard", "resolve_identities", "resolve_prompt_sets", "run_settings", "SHARDS",
 ]
+
 
 class SimulatedKill(RuntimeError):
     """Raised by ``run_evaluation(..., stop_after=N)``: a test hook standing in for a killed process."""
@@ -160,15 +161,16 @@ class _Generator:
         self.pipe, self._inputs = None, {}
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        from fastface_lite.sdxl import loading as models
+        from fastface_lite.sdxl import loading
+
         adapter = self.settings["adapter"]
         if self.settings["mode"] == "tiny":
-            pipe = models.tiny_pipeline(adapter=adapter, seed=TINY_WEIGHTS_SEED, model=model,
-                                        device=str(self.device))
+            pipe = loading.tiny_pipeline(adapter=adapter, seed=TINY_WEIGHTS_SEED, model=model,
+                                         device=str(self.device))
         else:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-            pipe = models.load_pipeline(model=model, steps=self.settings["num_steps"], adapter=adapter,
-                                        device=str(self.device), dtype=dtype)
+            pipe = loading.load_pipeline(model=model, steps=self.settings["num_steps"], adapter=adapter,
+                                         device=str(self.device), dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         self.pipe, self.model = pipe, model
 
@@ -200,14 +202,6 @@ class _Generator:
 def _item_record(item: EvalItem) -> dict:
     return {"key": item.key, "model": item.model, "variant": item.variant, "identity": item.identity,
             "prompt_set": item.prompt_set, "prompt": item.prompt, "seed": item.seed, "image": item.image}
-
-
-def _save_png(image, path: Path) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    _fsync_write(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,49 +243,72 @@ def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: boo
             items, as if it were killed there.
 
     Returns:
-        One row per finished item, in grid order (see `load_results`). Every process returns it.
+        One row per finished item, in grid order (see `summary.load_results`). Every process returns it.
 
     Raises:
         RunFolderError: ``out_dir`` holds a run and neither flag was given, or its settings differ.
     """
-    run_dir = Path(out_dir)
-    state = _process_state()
-    settings = run_settings(spec)
-    identities = {i.name: i for i in resolve_identities(spec.identities)}
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be >= 0, got {limit}")
+    folder = RunFolder(out_dir)
+    state = _process_state()
+    identities = resolve_identities(spec.identities)
+    settings = run_settings(spec)
+    # the main process owns the folder for the whole command; the others work inside its claim
+    with folder.claim() if state.is_main_process else contextlib.nullcontext():
+        scorers = _prepare(folder, state, settings, identities, resume, overwrite)
+        items = build_items(settings)[:limit]
+        done = folder.finished()
+        state.wait_for_everyone()  # nobody appends before everyone has read the same `done`
+        todo = [item for item in items if item.key not in done]
+        mine = shard(todo, state.process_index, state.num_processes)
+        _generate(folder, state, settings, scorers, {i.name: i for i in identities}, mine, progress, stop_after)
 
-    # 1. every process checks (reads only), then the main process writes, then everyone reads
-    decision = _inspect_run_dir(run_dir, settings, resume, overwrite)
+        # the main process merges and summarises
+        state.wait_for_everyone()
+        if state.is_main_process:
+            table = finalize(folder)
+            print(f"{folder.path}: {len(table)} images ({len(todo)} generated now by {state.num_processes} "
+                  f"process(es), {len(items) - len(todo)} already done); summary in {folder.path / SUMMARY_MD}")
+        state.wait_for_everyone()
+    return load_results(folder.path)
+
+
+def _prepare(folder: RunFolder, state, settings: dict, identities: list[Identity], resume: bool,
+             overwrite: bool) -> Scorers:
+    """Every process checks (reads only), then the main process writes, then everyone reads.
+
+    Returns this process's scorers, with every identity photo's face found (a photo without a face
+    fails here, before the folder is touched).
+    """
+    decision = folder.decide(settings, resume, overwrite)
     with state.local_main_process_first():  # one process per machine fetches missing weights first
         scorers = Scorers(settings["mode"], state.device)
-    for identity in identities.values():  # a photo without a face fails here, before any work
+    for identity in identities:
         scorers.reference(identity.path)
     state.wait_for_everyone()
     if state.is_main_process:
-        _prepare_run_dir(run_dir, decision, settings, list(identities.values()))
+        folder.prepare(decision, settings, identities)
     state.wait_for_everyone()
-    done = {key for key, record in _merged_records(run_dir).items()
-            if (run_dir / record.get("image", "")).is_file()}
-    state.wait_for_everyone()  # nobody appends before everyone has read the same `done`
+    return scorers
 
-    # 2. this process's share of what is left
-    items = build_items(settings)[:limit]
-    todo = [item for item in items if item.key not in done]
-    mine = shard(todo, state.process_index, state.num_processes)
-    generate = _Generator(settings, state.device, scorers)
-    log_path = run_dir / SHARDS / f"process-{state.process_index:03d}.jsonl"
+
+def _generate(folder: RunFolder, state, settings: dict, scorers: Scorers, identities: dict[str, Identity],
+              mine: list[EvalItem], progress: bool, stop_after: Optional[int]) -> None:
+    """Generate, save, score and log this process's items, one at a time (the image first: a
+    record always has one)."""
     from tqdm.auto import tqdm
 
+    generate = _Generator(settings, state.device, scorers)
     bar = tqdm(total=len(mine), unit="image", disable=not progress or not state.is_main_process,
                desc=f"eval (process {state.process_index + 1}/{state.num_processes})"
                if state.num_processes > 1 else "eval")
     recorded = 0
-    with _Log(log_path) as log, bar:
+    with folder.open_log(state.process_index) as log, bar:
         for item in mine:
             photo = identities[item.identity].path
             image, evaluations, seconds = generate(item, photo)
-            _save_png(image, run_dir / item.image)  # the image first: a record always has one
+            folder.write_image(item.image, image)
             record = _item_record(item)
             record.update(unet_evaluations=evaluations, seconds=seconds)
             record.update(scorers.score(image, item.prompt, photo))
@@ -301,16 +318,6 @@ def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: boo
             bar.update()
             if stop_after is not None and recorded >= stop_after:
                 raise SimulatedKill(f"stopped after {recorded} item(s) (stop_after={stop_after})")
-
-    # 3. the main process merges and summarises
-    state.wait_for_everyone()
-    if state.is_main_process:
-        table = finalize(run_dir)
-        skipped = len(items) - len(todo)
-        print(f"{run_dir}: {len(table)} images ({len(todo)} generated now by {state.num_processes} "
-              f"process(es), {skipped} already done); summary in {run_dir / SUMMARY_MD}")
-    state.wait_for_everyone()
-    return load_results(run_dir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,31 +331,30 @@ def recompute_metrics(run_dir, *, progress: bool = True, device=None) -> pd.Data
     is set, so a later ``--resume`` keeps the new numbers. Items not finished yet are left out (a
     warning says how many).
     """
-    run_dir = Path(run_dir)
-    settings = _load_settings(run_dir)["settings"]
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() and settings["mode"] == "full" else "cpu"
-    scorers = Scorers(settings["mode"], torch.device(device))
-    records = _merged_records(run_dir)
-    items = [item for item in build_items(settings) if item.key in records]
-    missing = len(build_items(settings)) - len(items)
-    if missing:
-        warnings.warn(f"{run_dir}: {missing} item(s) of the grid are not finished; scoring the "
-                      f"{len(items)} that are", stacklevel=2)
-    from PIL import Image
-    from tqdm.auto import tqdm
+    folder = RunFolder(run_dir)
+    with folder.claim():
+        settings = folder.load_settings()
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() and settings["mode"] == "full" else "cpu"
+        scorers = Scorers(settings["mode"], torch.device(device))
+        records = folder.records()
+        grid = build_items(settings)
+        items = [item for item in grid if item.key in records]
+        if len(grid) > len(items):
+            warnings.warn(f"{folder.path}: {len(grid) - len(items)} item(s) of the grid are not finished; "
+                          f"scoring the {len(items)} that are", stacklevel=2)
+        from PIL import Image
+        from tqdm.auto import tqdm
 
-    updated = []
-    for item in tqdm(items, unit="image", desc="metrics", disable=not progress):
-        record = dict(records[item.key])
-        with Image.open(run_dir / record["image"]) as image:
-            image = image.convert("RGB")
-        record.update(scorers.score(image, item.prompt, _identity_photo(run_dir, item.identity)))
-        record["metrics_at"] = time.time()
-        updated.append(record)
-    lines = "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}, ensure_ascii=False,
-                               allow_nan=False) + "\n" for r in updated)
-    _write_text(run_dir / RESULTS_JSONL, lines)
-    table = finalize(run_dir)
-    print(f"{run_dir}: metrics of {len(table)} images recomputed; summary in {run_dir / SUMMARY_MD}")
+        updated = []
+        for item in tqdm(items, unit="image", desc="metrics", disable=not progress):
+            record = dict(records[item.key])
+            with Image.open(folder.path / record["image"]) as image:
+                image = image.convert("RGB")
+            record.update(scorers.score(image, item.prompt, folder.identity_photo(item.identity)))
+            record["metrics_at"] = time.time()
+            updated.append(record)
+        folder.write_records(updated)
+        table = finalize(folder)
+    print(f"{folder.path}: metrics of {len(table)} images recomputed; summary in {folder.path / SUMMARY_MD}")
     return table

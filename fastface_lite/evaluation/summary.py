@@ -2,23 +2,21 @@
 merged per-image table, the summary per (model, variant, prompt set) and one plot per metric.
 
     table = load_results("runs/hyper")     # a pandas DataFrame, one row per finished image
+    finalize(RunFolder("runs/hyper"))      # write results.jsonl|csv, summary.csv|md, plots/ again
 
 Each summary row is a mean with its 95% percentile-bootstrap interval (`metrics.aggregate`);
 images without a detectable face are counted as ``failures`` and excluded from the mean.
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
 from fastface_lite.evaluation.grid import build_items
-from fastface_lite.evaluation.run_folder import (PLOTS, RESULTS_CSV, RESULTS_JSONL, SUMMARY_CSV, SUMMARY_MD, _jsonable,
-                                                 _load_settings, _merged_records, _write_text)
+from fastface_lite.evaluation.run_folder import PLOTS, RESULTS_CSV, SUMMARY_CSV, SUMMARY_MD, RunFolder
 from fastface_lite.inspect.plots import save_figure
 
 # per-image columns summarised by `metrics.aggregate` (those present in the table)
@@ -29,17 +27,23 @@ TIMING_COLUMNS = ("seconds", "finished_at", "metrics_at")
 _GROUP_BY = ("model", "variant", "prompt_set")
 
 
-def load_results(run_dir) -> pd.DataFrame:
-    """The merged results table of a run folder (all items finished so far, in grid order)."""
-    run_dir = Path(run_dir)
-    settings = _load_settings(run_dir)["settings"]
-    records = _merged_records(run_dir)
-    rows = [records[item.key] for item in build_items(settings) if item.key in records]
-    return _failures_as_nan(pd.DataFrame(rows))
-
-
 # Score columns (JSON stores their NaN failures as null): id_*similarity, id_*distance, ...
 _SCORE_SUFFIXES = ("similarity", "distance", "same_person", "clip_score", "face_size_ratio")
+
+
+def load_results(run_dir) -> pd.DataFrame:
+    """The merged results table of a run folder (all items finished so far, in grid order).
+
+    Score columns are floats with NaN for a failure (JSON stores those as null).
+    """
+    folder = RunFolder(run_dir)
+    return _results(folder, folder.load_settings())
+
+
+def _results(folder: RunFolder, settings: dict) -> pd.DataFrame:
+    records = folder.records()
+    rows = [records[item.key] for item in build_items(settings) if item.key in records]
+    return _failures_as_nan(pd.DataFrame(rows))
 
 
 def _failures_as_nan(table: pd.DataFrame) -> pd.DataFrame:
@@ -51,19 +55,17 @@ def _failures_as_nan(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def finalize(run_dir: Path) -> pd.DataFrame:
+def finalize(folder: RunFolder) -> pd.DataFrame:
     """Write results.jsonl/.csv, summary.csv/.md and one plot per metric from the folder's records.
 
     Main process only, after every process has finished. Returns the merged table.
     """
     from fastface_lite.evaluation.metrics import aggregate
 
-    settings = _load_settings(run_dir)["settings"]
-    table = load_results(run_dir)
-    lines = "".join(json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False,
-                               allow_nan=False) + "\n" for row in table.to_dict("records"))
-    _write_text(run_dir / RESULTS_JSONL, lines)
-    _write_text(run_dir / RESULTS_CSV, table.to_csv(index=False))
+    settings = folder.load_settings()
+    table = _results(folder, settings)
+    folder.write_records(table.to_dict("records"))
+    folder.write_text(RESULTS_CSV, table.to_csv(index=False))
     if table.empty:
         return table
     metrics = [m for m in SUMMARY_METRICS if m in table.columns
@@ -76,10 +78,10 @@ def finalize(run_dir: Path) -> pd.DataFrame:
     summary["metric"] = pd.Categorical(summary["metric"], categories=metrics, ordered=True)
     summary = summary.sort_values([*_GROUP_BY, "metric"], kind="stable").reset_index(drop=True)
     summary[["model", "variant", "metric"]] = summary[["model", "variant", "metric"]].astype(str)
-    _write_text(run_dir / SUMMARY_CSV, summary.to_csv(index=False))
-    _write_text(run_dir / SUMMARY_MD, summary_markdown(summary, settings))
+    folder.write_text(SUMMARY_CSV, summary.to_csv(index=False))
+    folder.write_text(SUMMARY_MD, summary_markdown(summary, settings))
     for metric in metrics:
-        save_figure(metric_figure(summary, metric, settings), run_dir / PLOTS / f"{metric}.png")
+        save_figure(metric_figure(summary, metric, settings), folder.path / PLOTS / f"{metric}.png")
     return table
 
 
