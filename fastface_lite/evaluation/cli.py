@@ -80,14 +80,15 @@ def register(subparsers) -> None:
 
 def _user_errors():
     from fastface_lite.errors import ConfigError
-    from fastface_lite.evaluation.runner import RunFolderError
+    from fastface_lite.evaluation.run_folder import RunFolderError
     from fastface_lite.faces.images import FaceError
 
     return RunFolderError, ConfigError, FaceError, FileNotFoundError
 
 
 def run_eval(args) -> int:
-    from fastface_lite.evaluation.runner import EvalSpec, run_evaluation
+    from fastface_lite.evaluation.grid import EvalSpec
+    from fastface_lite.evaluation.runner import run_evaluation
 
     try:
         spec = EvalSpec(identities=tuple(args.identities), prompt_sets=tuple(args.prompt_sets),

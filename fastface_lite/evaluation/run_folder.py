@@ -52,8 +52,6 @@ PLOTS = "plots"
 _RUN_ENTRIES = (SETTINGS_FILE, RESULTS_JSONL, RESULTS_CSV, SUMMARY_CSV, SUMMARY_MD, SHARDS, IMAGES,
                 IDENTITIES, PLOTS)
 
-SETTINGS_FORMAT = 1
-
 Decision = Literal["new", "resume", "overwrite"]
 
 

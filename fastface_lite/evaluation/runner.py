@@ -40,20 +40,21 @@ import pandas as pd
 import torch
 
 from fastface_lite.errors import ConfigError
-from fastface_lite.evaluation.grid import (FULL_CLIP_MODELS, TINY_WEIGHTS_SEED, EvalItem, EvalSpec, build_items,
-                                           item_seed, resolve_identities, resolve_prompt_sets, run_settings, shard)
-from fastface_lite.evaluation.run_folder import SHARDS, SUMMARY_MD, Identity, RunFolder, RunFolderError
+from fastface_lite.evaluation.grid import (
+    FULL_CLIP_MODELS,
+    TINY_WEIGHTS_SEED,
+    EvalItem,
+    EvalSpec,
+    RunSettings,
+    build_items,
+    resolve_identities,
+    shard,
+)
+from fastface_lite.evaluation.run_folder import SUMMARY_MD, Identity, RunFolder
 from fastface_lite.evaluation.summary import finalize, load_results
 from fastface_lite.method.config import FastFaceConfig
-# moved to eval_grid / run_folder; still importable from here
-from fastface_lite.evaluation.grid import ADAPTER_NAMES  # noqa: F401
-from fastface_lite.evaluation.run_folder import IDENTITIES, IMAGES, SETTINGS_FILE, SETTINGS_FORMAT  # noqa: F401
 
-__all__ = [
-    "EvalSpec", "EvalItem", "Identity", "RunFolderError", "SimulatedKill", "Scorers",
-    "run_evaluation", "recompute_metrics", "load_results", "build_items", "item_seed",
-    "shard", "resolve_identities", "resolve_prompt_sets", "run_settings", "SHARDS",
-]
+__all__ = ["Scorers", "SimulatedKill", "run_evaluation", "recompute_metrics"]
 
 
 class SimulatedKill(RuntimeError):
@@ -147,7 +148,7 @@ class Scorers:
 class _Generator:
     """One pipeline at a time (items come grouped by model) and each identity's inputs once."""
 
-    def __init__(self, settings: dict, device: torch.device, scorers: Scorers):
+    def __init__(self, settings: RunSettings, device: torch.device, scorers: Scorers):
         self.settings = settings
         self.device = device
         self.scorers = scorers
@@ -163,13 +164,13 @@ class _Generator:
             torch.cuda.empty_cache()
         from fastface_lite.sdxl import loading
 
-        adapter = self.settings["adapter"]
-        if self.settings["mode"] == "tiny":
+        adapter = self.settings.adapter
+        if self.settings.mode == "tiny":
             pipe = loading.tiny_pipeline(adapter=adapter, seed=TINY_WEIGHTS_SEED, model=model,
                                          device=str(self.device))
         else:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-            pipe = loading.load_pipeline(model=model, steps=self.settings["num_steps"], adapter=adapter,
+            pipe = loading.load_pipeline(model=model, steps=self.settings.num_steps, adapter=adapter,
                                          device=str(self.device), dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         self.pipe, self.model = pipe, model
@@ -181,15 +182,15 @@ class _Generator:
             from fastface_lite.sdxl.adapter import face_id_inputs
 
             face, _ = self.scorers.reference(photo)
-            self._inputs[identity] = face_id_inputs(self.pipe, face, photo, bgr=self.settings["clip_crop_bgr"])
+            self._inputs[identity] = face_id_inputs(self.pipe, face, photo, bgr=self.settings.clip_crop_bgr)
         return self._inputs[identity]
 
     def __call__(self, item: EvalItem, photo: Path):
         """-> (PIL image, UNet evaluations, seconds)."""
         self._load(item.model)
         inputs = self._id_inputs(item.identity, photo)
-        cfg = FastFaceConfig.preset(item.variant, model=item.model, num_steps=self.settings["num_steps"])
-        size = self.settings["size"]
+        cfg = FastFaceConfig.preset(item.variant, model=item.model, num_steps=self.settings.num_steps)
+        size = self.settings.size
         # noise from a CPU generator: the same starting latents on any device
         generator = torch.Generator("cpu").manual_seed(item.seed)
         start = time.perf_counter()
@@ -253,7 +254,7 @@ def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: boo
     folder = RunFolder(out_dir)
     state = _process_state()
     identities = resolve_identities(spec.identities)
-    settings = run_settings(spec)
+    settings = RunSettings.from_spec(spec, identities)
     # the main process owns the folder for the whole command; the others work inside its claim
     with folder.claim() if state.is_main_process else contextlib.nullcontext():
         scorers = _prepare(folder, state, settings, identities, resume, overwrite)
@@ -274,26 +275,26 @@ def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: boo
     return load_results(folder.path)
 
 
-def _prepare(folder: RunFolder, state, settings: dict, identities: list[Identity], resume: bool,
+def _prepare(folder: RunFolder, state, settings: RunSettings, identities: list[Identity], resume: bool,
              overwrite: bool) -> Scorers:
     """Every process checks (reads only), then the main process writes, then everyone reads.
 
     Returns this process's scorers, with every identity photo's face found (a photo without a face
     fails here, before the folder is touched).
     """
-    decision = folder.decide(settings, resume, overwrite)
+    decision = folder.decide(settings.to_json(), resume, overwrite)
     with state.local_main_process_first():  # one process per machine fetches missing weights first
-        scorers = Scorers(settings["mode"], state.device)
+        scorers = Scorers(settings.mode, state.device)
     for identity in identities:
         scorers.reference(identity.path)
     state.wait_for_everyone()
     if state.is_main_process:
-        folder.prepare(decision, settings, identities)
+        folder.prepare(decision, settings.to_json(), identities)
     state.wait_for_everyone()
     return scorers
 
 
-def _generate(folder: RunFolder, state, settings: dict, scorers: Scorers, identities: dict[str, Identity],
+def _generate(folder: RunFolder, state, settings: RunSettings, scorers: Scorers, identities: dict[str, Identity],
               mine: list[EvalItem], progress: bool, stop_after: Optional[int]) -> None:
     """Generate, save, score and log this process's items, one at a time (the image first: a
     record always has one)."""
@@ -333,10 +334,10 @@ def recompute_metrics(run_dir, *, progress: bool = True, device=None) -> pd.Data
     """
     folder = RunFolder(run_dir)
     with folder.claim():
-        settings = folder.load_settings()
+        settings = RunSettings.from_json(folder.load_settings())
         if device is None:
-            device = "cuda" if torch.cuda.is_available() and settings["mode"] == "full" else "cpu"
-        scorers = Scorers(settings["mode"], torch.device(device))
+            device = "cuda" if torch.cuda.is_available() and settings.mode == "full" else "cpu"
+        scorers = Scorers(settings.mode, torch.device(device))
         records = folder.records()
         grid = build_items(settings)
         items = [item for item in grid if item.key in records]

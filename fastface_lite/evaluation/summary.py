@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
-from fastface_lite.evaluation.grid import build_items
+from fastface_lite.evaluation.grid import RunSettings, build_items
 from fastface_lite.evaluation.run_folder import PLOTS, RESULTS_CSV, SUMMARY_CSV, SUMMARY_MD, RunFolder
 from fastface_lite.inspect.plots import save_figure
 
@@ -37,10 +37,10 @@ def load_results(run_dir) -> pd.DataFrame:
     Score columns are floats with NaN for a failure (JSON stores those as null).
     """
     folder = RunFolder(run_dir)
-    return _results(folder, folder.load_settings())
+    return _results(folder, RunSettings.from_json(folder.load_settings()))
 
 
-def _results(folder: RunFolder, settings: dict) -> pd.DataFrame:
+def _results(folder: RunFolder, settings: RunSettings) -> pd.DataFrame:
     records = folder.records()
     rows = [records[item.key] for item in build_items(settings) if item.key in records]
     return _failures_as_nan(pd.DataFrame(rows))
@@ -62,17 +62,17 @@ def finalize(folder: RunFolder) -> pd.DataFrame:
     """
     from fastface_lite.evaluation.metrics import aggregate
 
-    settings = folder.load_settings()
+    settings = RunSettings.from_json(folder.load_settings())
     table = _results(folder, settings)
     folder.write_records(table.to_dict("records"))
     folder.write_text(RESULTS_CSV, table.to_csv(index=False))
     if table.empty:
         return table
     metrics = [m for m in SUMMARY_METRICS if m in table.columns
-               and not (m == "id_dlib_similarity" and settings["mode"] == "tiny")]
+               and not (m == "id_dlib_similarity" and settings.mode == "tiny")]
     summary = aggregate(table, by=_GROUP_BY, metrics=metrics)
     # the order the user gave variants and models in, not alphabetical
-    order = {"model": settings["models"], "variant": settings["variants"]}
+    order = {"model": list(settings.models), "variant": list(settings.variants)}
     for column, values in order.items():
         summary[column] = pd.Categorical(summary[column], categories=values, ordered=True)
     summary["metric"] = pd.Categorical(summary["metric"], categories=metrics, ordered=True)
@@ -91,12 +91,12 @@ def _format(value) -> str:
     return str(value)
 
 
-def summary_markdown(summary: pd.DataFrame, settings: dict) -> str:
+def summary_markdown(summary: pd.DataFrame, settings: RunSettings) -> str:
     """summary.md: what the run was, how to read it, and the summary table (4 decimals, n/a)."""
-    head = (f"# Evaluation summary\n\nmode: {settings['mode']}, adapter: {settings['adapter']}, "
-            f"{settings['num_steps']} steps, seed {settings['seed']}. Mean and 95% percentile-bootstrap "
+    head = (f"# Evaluation summary\n\nmode: {settings.mode}, adapter: {settings.adapter}, "
+            f"{settings.num_steps} steps, seed {settings.seed}. Mean and 95% percentile-bootstrap "
             "interval per group; `failures` = images without a detectable face (excluded from the mean).\n")
-    if settings["mode"] == "tiny":
+    if settings.mode == "tiny":
         head += ("\nTiny mode: random weights, so the images are noise and faces are rarely found; "
                  "the numbers exercise the pipeline, they do not measure FastFace.\n")
     columns = list(summary.columns)
@@ -106,11 +106,11 @@ def summary_markdown(summary: pd.DataFrame, settings: dict) -> str:
     return head + "\n" + "\n".join(lines) + "\n"
 
 
-def metric_figure(summary: pd.DataFrame, metric: str, settings: dict) -> Figure:
+def metric_figure(summary: pd.DataFrame, metric: str, settings: RunSettings) -> Figure:
     """Bars of the mean (with the bootstrap interval) per variant, one bar per prompt set, one
     panel per model; a group without any value is marked "n/a"."""
     rows = summary[summary["metric"] == metric]
-    variants, models = settings["variants"], settings["models"]
+    variants, models = list(settings.variants), list(settings.models)
     sets = sorted(rows["prompt_set"].unique())
     fig = Figure(figsize=(max(4.0, 0.9 * len(variants) * len(models) + 1.5), 3.4))
     axes = fig.subplots(1, len(models), squeeze=False)[0]
@@ -131,6 +131,6 @@ def metric_figure(summary: pd.DataFrame, metric: str, settings: dict) -> Figure:
         ax.set_title(model, fontsize=9)
     axes[0].set_ylabel(metric)
     axes[-1].legend(fontsize=7, title="prompts", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"{metric}: mean and 95% bootstrap interval ({settings['mode']} mode)", fontsize=9)
+    fig.suptitle(f"{metric}: mean and 95% bootstrap interval ({settings.mode} mode)", fontsize=9)
     fig.tight_layout()
     return fig

@@ -2,11 +2,10 @@
 on order or sharding, and the canonical order of the items."""
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 
-from fastface_lite.evaluation.runner import EvalSpec, build_items, item_seed, run_settings, shard
+from fastface_lite.evaluation.grid import EvalSpec, RunSettings, build_items, item_seed, shard
 
 from .tiny_runs import N_ITEMS, SPEC
 
@@ -18,7 +17,7 @@ def test_item_seeds_are_stable_and_do_not_depend_on_order_or_sharding():
     assert item_seed(0, "grace_hopper", "a photo of a person") == 4869380854937372202
     assert item_seed(1, "astronaut", "a photo of a person") != item_seed(0, "astronaut", "a photo of a person")
 
-    settings = run_settings(SPEC)
+    settings = RunSettings.from_spec(SPEC)
     items = build_items(settings)
     assert len(items) == N_ITEMS and len({i.key for i in items}) == N_ITEMS
     assert [i.identity for i in items[:8]] == ["astronaut"] * 8  # sorted inputs
@@ -32,14 +31,14 @@ def test_item_seeds_are_stable_and_do_not_depend_on_order_or_sharding():
     assert len({next(iter(s)) for s in by_pair.values()}) == len(by_pair)
 
     # the same grid given in any order
-    shuffled = json.loads(json.dumps(settings))
+    shuffled = settings.to_json()
     rng = random.Random(0)
     rng.shuffle(shuffled["identities"])
     for prompts in shuffled["prompts"].values():
         rng.shuffle(prompts)
-    assert build_items(shuffled) == items
-    other = run_settings(EvalSpec(identities=("astronaut", "grace_hopper"), prompt_sets=("stylistic", "realistic"),
-                                  prompts_per_set=2, variants=("baseline", "fastface-am2"), size=64, mode="tiny"))
+    assert build_items(RunSettings.from_json(shuffled)) == items
+    other = RunSettings.from_spec(EvalSpec(identities=("astronaut", "grace_hopper"), prompt_sets=("stylistic", "realistic"),
+                                           prompts_per_set=2, variants=("baseline", "fastface-am2"), size=64, mode="tiny"))
     assert {(i.key, i.seed) for i in build_items(other)} == {(i.key, i.seed) for i in items}
 
     # sharded over 1..4 processes, in grid order or shuffled: every item exactly once, with its seed

@@ -11,10 +11,16 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from fastface_lite.faces.photos import face_path
+from fastface_lite.evaluation.metrics import (
+    ClipScorer,
+    aggregate,
+    clip_pixels,
+    cosine_similarity,
+    face_size_ratio,
+    identity_similarity,
+)
 from fastface_lite.faces.analyzer import Face, FaceAnalyzer, UnreadableImageError
-from fastface_lite.evaluation.metrics import (ClipScorer, aggregate, clip_pixels, cosine_similarity,
-                                   face_size_ratio, identity_similarity)
+from fastface_lite.faces.photos import face_path
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from fastface_lite import cli
-from fastface_lite.evaluation.runner import EvalSpec, RunFolderError, build_items, run_evaluation, run_settings
+from fastface_lite.evaluation.grid import EvalSpec, RunSettings, build_items
+from fastface_lite.evaluation.run_folder import RunFolderError
+from fastface_lite.evaluation.runner import run_evaluation
 from fastface_lite.faces.photos import face_path
 
 from .tiny_runs import GRID, SPEC, images, log_lines
@@ -55,6 +57,6 @@ def test_overwrite_only_replaces_run_folders_and_limit_is_not_a_setting(tmp_path
     table = run_evaluation(SPEC, out, overwrite=True, progress=False, limit=1)
     assert len(table) == 1 and len(log_lines(out)) == 1 and len(images(out)) == 1
     table = run_evaluation(SPEC, out, resume=True, progress=False, limit=3)  # continues the grid
-    assert table["key"].tolist() == [i.key for i in build_items(run_settings(SPEC))[:3]]
+    assert table["key"].tolist() == [i.key for i in build_items(RunSettings.from_spec(SPEC))[:3]]
     assert len(log_lines(out)) == 3
 

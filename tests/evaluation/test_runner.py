@@ -19,7 +19,9 @@ import pytest
 import torch
 
 from fastface_lite import cli
-from fastface_lite.evaluation.runner import SHARDS, Scorers, SimulatedKill, build_items, run_evaluation, run_settings
+from fastface_lite.evaluation.grid import RunSettings, build_items
+from fastface_lite.evaluation.run_folder import SHARDS
+from fastface_lite.evaluation.runner import Scorers, SimulatedKill, run_evaluation
 from fastface_lite.evaluation.summary import load_results
 from fastface_lite.faces.photos import face_path
 
@@ -37,7 +39,7 @@ def test_run_stopped_half_way_resumes_to_identical_results(reference_run, tmp_pa
     log = out / SHARDS / "process-000.jsonl"
     with open(log, "ab") as f:
         f.write(b'{"key": "hyper/fastface-am2/astronaut/realistic/a ph')
-    torn_image = out / build_items(run_settings(SPEC))[7].image
+    torn_image = out / build_items(RunSettings.from_spec(SPEC))[7].image
     torn_image.parent.mkdir(parents=True, exist_ok=True)
     (torn_image.parent / f".{torn_image.name}.tmp-12345").write_bytes(b"\x89PNG half")
 

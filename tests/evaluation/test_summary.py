@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from fastface_lite.evaluation.runner import build_items, run_settings
+from fastface_lite.evaluation.grid import RunSettings, build_items
 from fastface_lite.evaluation.summary import load_results
 from fastface_lite.faces.photos import load_prompts
 
@@ -18,7 +18,7 @@ def test_reference_run_writes_table_summary_and_plots(reference_run):
     table = load_results(reference_run)
     assert len(table) == N_ITEMS and table["key"].is_unique
     assert [tuple(k.split("/")[:3]) for k in table["key"]] == \
-        [(i.model, i.variant, i.identity) for i in build_items(run_settings(SPEC))]
+        [(i.model, i.variant, i.identity) for i in build_items(RunSettings.from_spec(SPEC))]
     assert set(table["prompt_set"]) == {"realistic", "stylistic"}
     assert dict(table.groupby("variant")["unet_evaluations"].unique().map(list)) == \
         {"baseline": [4], "fastface-am2": [12]}

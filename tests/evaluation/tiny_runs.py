@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from fastface_lite.evaluation.runner import SHARDS, EvalSpec
+from fastface_lite.evaluation.grid import EvalSpec
+from fastface_lite.evaluation.run_folder import SHARDS
 from fastface_lite.evaluation.summary import TIMING_COLUMNS, load_results
 
 REPO = Path(__file__).resolve().parents[2]
