@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastface_lite.method.config import MODELS, PRESETS
-
-ADAPTER_NAMES = ("faceid", "faceid-plusv2")
+from fastface_lite.evaluation.grid import ADAPTER_NAMES  # lead: use method.checkpoints.ADAPTERS
+from fastface_lite.method.config import MODELS  # lead: MODELS from method.checkpoints
+from fastface_lite.method.config import PRESETS as VARIANTS  # lead: VARIANTS from method.config
 
 EVAL_EPILOG = """\
 Run folder: settings.json, identities/, images/<model>/<variant>/<identity>/*.png,
@@ -49,13 +49,13 @@ def register(subparsers) -> None:
                     help="prompt sets by name (realistic, stylistic) or prompt files, one prompt a line")
     ev.add_argument("--prompts-per-set", type=int, default=None, metavar="N",
                     help="only the first N prompts of each set after sorting (small runs)")
-    ev.add_argument("--variants", nargs="+", default=list(PRESETS), choices=PRESETS, metavar="VARIANT",
-                    help=f"FastFace presets (default: all): {', '.join(PRESETS)}")
+    ev.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
+                    help=f"FastFace variants (default: all): {', '.join(VARIANTS)}")
     ev.add_argument("--models", nargs="+", default=["hyper"], choices=MODELS, metavar="MODEL",
                     help=f"distilled models (default: hyper): {', '.join(MODELS)}")
     ev.add_argument("--adapter", default="faceid-plusv2", choices=ADAPTER_NAMES)
     ev.add_argument("--seed", type=int, default=0, help="base seed of the per-image seeds")
-    ev.add_argument("--steps", type=int, default=4, help="sampling steps (presets with per-step lists need 4)")
+    ev.add_argument("--steps", type=int, default=4, help="sampling steps (variants with per-step lists need 4)")
     ev.add_argument("--size", type=int, default=None, metavar="PX",
                     help="image side in pixels (default: the model's; tiny mode: a quarter of it)")
     ev.add_argument("--mode", choices=["tiny", "full"], default=None,

@@ -24,10 +24,11 @@ from typing import Any, Mapping, Optional, Sequence
 from fastface_lite.errors import ConfigError
 from fastface_lite.evaluation.run_folder import IMAGES, Identity, RunFolderError, sha256_file
 from fastface_lite.faces.photos import face_names, face_path, load_prompts
-from fastface_lite.method.config import MODELS, PRESETS, FastFaceConfig
+from fastface_lite.method.config import MODELS, FastFaceConfig  # lead: MODELS from method.checkpoints
+from fastface_lite.method.config import PRESETS as VARIANTS  # lead: VARIANTS from method.config
 from fastface_lite.sdxl.mode import MODES, run_mode
 
-ADAPTER_NAMES = ("faceid", "faceid-plusv2")  # models.ADAPTERS, without importing diffusers
+ADAPTER_NAMES = ("faceid", "faceid-plusv2")  # lead: use method.checkpoints.ADAPTERS
 TINY_WEIGHTS_SEED = 0  # the tiny pipeline's (random) weights: one fixed "checkpoint"
 FULL_CLIP_MODELS = {"clip_score": "openai/clip-vit-large-patch14",
                     "clip_score_b32": "openai/clip-vit-base-patch32"}
@@ -45,10 +46,10 @@ class EvalSpec:
         identities: names of photos in data/faces or paths to photos; empty = all shipped faces.
             An identity is called by the file's stem.
         prompt_sets: shipped sets ("realistic", "stylistic") or paths to prompt files (set name =
-            file stem). Prompts are stripped, lower-cased (`data.load_prompts`), de-duplicated, sorted.
+            file stem). Prompts are stripped, lower-cased (`faces.photos.load_prompts`), de-duplicated, sorted.
         prompts_per_set: keep the first N prompts of each set after sorting (None = all).
-        variants: FastFace variants (``config.PRESETS``).
-        models: distilled SDXL models (``config.MODELS``).
+        variants: FastFace variants (``VARIANTS``: baseline, dcg, am1, am2, fastface-am1, fastface-am2).
+        models: distilled SDXL models (``MODELS``: hyper, lightning, lcm, turbo, base).
         adapter: "faceid-plusv2" or "faceid".
         seed: base seed; each image's seed is ``item_seed(seed, identity, prompt)``.
         num_steps: sampling steps (the variants with per-step lists need 4).
@@ -61,7 +62,7 @@ class EvalSpec:
     identities: tuple[str, ...] = ()
     prompt_sets: tuple[str, ...] = ("realistic", "stylistic")
     prompts_per_set: Optional[int] = None
-    variants: tuple[str, ...] = PRESETS
+    variants: tuple[str, ...] = VARIANTS
     models: tuple[str, ...] = ("hyper",)
     adapter: str = "faceid-plusv2"
     seed: int = 0
@@ -76,7 +77,7 @@ class EvalSpec:
             value = (value,) if isinstance(value, (str, os.PathLike)) else value
             # de-duplicate, keep the order given (variants and models are the columns of the summary)
             object.__setattr__(self, name, tuple(dict.fromkeys(os.fspath(v) for v in value)))
-        for name, valid in (("variants", PRESETS), ("models", MODELS)):
+        for name, valid in (("variants", VARIANTS), ("models", MODELS)):
             values = getattr(self, name)
             if not values:
                 raise ConfigError(f"{name} is empty; give at least one of {', '.join(valid)}")
