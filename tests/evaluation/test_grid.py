@@ -1,11 +1,19 @@
-"""The grid of an evaluation run (fastface_lite.evaluation.grid): per-item seeds that do not depend
-on order or sharding, and the canonical order of the items."""
+"""What a run is (fastface_lite.evaluation.grid): per-item seeds that do not depend on order or
+sharding, the canonical order of the items, the settings' stored JSON layout, the spec's checks."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from collections import Counter
 
+import pytest
+
+from fastface_lite.errors import ConfigError
 from fastface_lite.evaluation.grid import EvalSpec, RunSettings, build_items, item_seed, shard
+from fastface_lite.evaluation.run_folder import RunFolderError, sha256_file
+from fastface_lite.faces.photos import face_path, load_prompts
+from fastface_lite.method.config import FastFaceConfig
 
 from .tiny_runs import N_ITEMS, SPEC
 
@@ -37,8 +45,9 @@ def test_item_seeds_are_stable_and_do_not_depend_on_order_or_sharding():
     for prompts in shuffled["prompts"].values():
         rng.shuffle(prompts)
     assert build_items(RunSettings.from_json(shuffled)) == items
-    other = RunSettings.from_spec(EvalSpec(identities=("astronaut", "grace_hopper"), prompt_sets=("stylistic", "realistic"),
-                                           prompts_per_set=2, variants=("baseline", "fastface-am2"), size=64, mode="tiny"))
+    other = RunSettings.from_spec(EvalSpec(identities=("astronaut", "grace_hopper"),
+                                           prompt_sets=("stylistic", "realistic"), prompts_per_set=2,
+                                           variants=("baseline", "fastface-am2"), size=64, mode="tiny"))
     assert {(i.key, i.seed) for i in build_items(other)} == {(i.key, i.seed) for i in items}
 
     # sharded over 1..4 processes, in grid order or shuffled: every item exactly once, with its seed
@@ -53,3 +62,64 @@ def test_item_seeds_are_stable_and_do_not_depend_on_order_or_sharding():
     for index in range(2):
         assert Counter(i.variant for i in shard(items, index, 2)) == {"baseline": 4, "fastface-am2": 4}
 
+
+
+# ------------------------------------------------------------------------------- the settings
+def test_run_settings_json_is_the_layout_stored_runs_have():
+    settings = RunSettings.from_spec(SPEC)
+    stored = settings.to_json()
+    # settings.json's "settings" object of every run so far: these keys, in this order, plain JSON
+    assert list(stored) == ["format", "mode", "models", "variants", "adapter", "seed", "num_steps", "size",
+                            "clip_crop_bgr", "identities", "prompts", "weights", "variant_configs"]
+    assert {k: stored[k] for k in list(stored)[:9]} == {
+        "format": 1, "mode": "tiny", "models": ["hyper"], "variants": ["baseline", "fastface-am2"],
+        "adapter": "faceid-plusv2", "seed": 0, "num_steps": 4, "size": 64, "clip_crop_bgr": True}
+    assert stored["identities"] == [{"name": name, "sha256": sha256_file(face_path(name))}
+                                    for name in ("astronaut", "grace_hopper")]  # sorted by name
+    assert stored["prompts"] == {name: sorted(load_prompts(name))[:2] for name in ("realistic", "stylistic")}
+    assert stored["weights"] == {"tiny_pipeline_seed": 0, "clip": "ClipScorer.tiny(seed=0)", "face_analyzer": "dlib"}
+    configs = {f"hyper/{v}": FastFaceConfig.preset(v, model="hyper").to_dict() for v in ("baseline", "fastface-am2")}
+    assert stored["variant_configs"] == configs
+    assert json.loads(json.dumps(stored)) == stored  # lists and dicts only: what json.load gives back
+    assert RunSettings.from_json(stored) == settings and RunSettings.from_json(stored).to_json() == stored
+    full = RunSettings.from_spec(EvalSpec(**{**SPEC.__dict__, "mode": "full"})).to_json()["weights"]
+    clip = {"clip_score": "openai/clip-vit-large-patch14", "clip_score_b32": "openai/clip-vit-base-patch32"}
+    assert full == {"clip": clip,
+                    "face_analyzer": "insightface buffalo_l", "second_opinion": "dlib",
+                    "dtype": "float16 on CUDA, else float32"}
+
+
+def test_run_settings_are_immutable_and_bad_stored_settings_are_named():
+    settings = RunSettings.from_spec(SPEC)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.seed = 1
+    with pytest.raises(TypeError):
+        settings.weights["clip"] = "another"
+    with pytest.raises(TypeError):
+        settings.variant_configs["hyper/baseline"]["num_steps"] = 8
+    stored = settings.to_json()
+    stored["prompts"]["realistic"].append("changed")  # a copy: the settings do not change
+    assert list(settings.prompts["realistic"]) == sorted(load_prompts("realistic"))[:2]
+    with pytest.raises(RunFolderError, match="lack seed, variant_configs"):
+        RunSettings.from_json({k: v for k, v in stored.items() if k not in ("seed", "variant_configs")})
+    with pytest.raises(RunFolderError, match="format 2"):
+        RunSettings.from_json({**stored, "format": 2})
+    with pytest.raises(RunFolderError, match="identities"):
+        RunSettings.from_json({**stored, "identities": ["astronaut"]})
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"variants": ()}, "variants is empty"),
+    ({"variants": ("baseline", "fastface")}, r"unknown variants \['fastface'\]"),
+    ({"models": ("sdxl",)}, r"unknown models \['sdxl'\]"),
+    ({"prompt_sets": ()}, "prompt_sets is empty"),
+    ({"adapter": "faceid-plus"}, "unknown adapter 'faceid-plus'; valid: faceid, faceid-plusv2"),
+    ({"mode": "huge"}, "unknown mode 'huge'"),
+    ({"prompts_per_set": 0}, "prompts_per_set must be a positive integer"),
+    ({"size": 60}, "size must be a multiple of 8"),
+    ({"seed": True}, "seed must be an integer"),
+    ({"num_steps": 2, "variants": ("fastface-am2",)}, "written for 4 steps, but num_steps=2"),
+])
+def test_eval_spec_refuses_bad_input_before_any_work(change, message):
+    with pytest.raises(ConfigError, match=message):
+        EvalSpec(**{**SPEC.__dict__, **change})
