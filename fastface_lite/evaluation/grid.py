@@ -16,10 +16,11 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 from fastface_lite.errors import ConfigError
 from fastface_lite.evaluation.run_folder import IMAGES, Identity, RunFolderError, sha256_file
@@ -61,14 +62,14 @@ class EvalSpec:
 
     identities: tuple[str, ...] = ()
     prompt_sets: tuple[str, ...] = ("realistic", "stylistic")
-    prompts_per_set: Optional[int] = None
+    prompts_per_set: int | None = None
     variants: tuple[str, ...] = VARIANTS
     models: tuple[str, ...] = ("hyper",)
     adapter: str = "faceid-plusv2"
     seed: int = 0
     num_steps: int = 4
-    size: Optional[int] = None
-    mode: Optional[str] = None
+    size: int | None = None
+    mode: str | None = None
     clip_crop_bgr: bool = True
 
     def __post_init__(self):
@@ -124,7 +125,7 @@ def resolve_identities(identities: Sequence[str]) -> list[Identity]:
     return [Identity(name, found[name], sha256_file(found[name])) for name in sorted(found)]
 
 
-def resolve_prompt_sets(prompt_sets: Sequence[str], per_set: Optional[int] = None) -> dict[str, list[str]]:
+def resolve_prompt_sets(prompt_sets: Sequence[str], per_set: int | None = None) -> dict[str, list[str]]:
     """{set name: sorted unique prompts (first ``per_set`` of them)} from set names or files."""
     sets = {}
     for entry in prompt_sets:
@@ -190,7 +191,7 @@ class RunSettings:
     adapter: str
     seed: int
     num_steps: int
-    size: Optional[int]
+    size: int | None
     clip_crop_bgr: bool
     identities: Mapping[str, str]
     prompts: Mapping[str, tuple[str, ...]]
@@ -203,7 +204,7 @@ class RunSettings:
             object.__setattr__(self, name, _frozen(getattr(self, name)))  # immutable all the way down
 
     @classmethod
-    def from_spec(cls, spec: EvalSpec, identities: Optional[Sequence[Identity]] = None) -> "RunSettings":
+    def from_spec(cls, spec: EvalSpec, identities: Sequence[Identity] | None = None) -> RunSettings:
         """Resolve ``spec``: read the prompt sets, hash the photos, build every variant's config.
 
         Args:
@@ -233,7 +234,7 @@ class RunSettings:
         return fields
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "RunSettings":
+    def from_json(cls, data: Mapping[str, Any]) -> RunSettings:
         """Read settings.json's "settings" object (as `to_json` writes it; ``from_json(s.to_json()) == s``).
 
         Raises `RunFolderError` when a key is missing or the layout is of another version.

@@ -33,9 +33,10 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence, Union
+from typing import Any, Literal
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write(path, data: Union[bytes, str]) -> None:
+def atomic_write(path, data: bytes | str) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` all at once or not at all.
 
     A temporary file in the same folder is written and fsynced, then moved over ``path`` with
@@ -161,7 +162,7 @@ class AppendLog:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "AppendLog":
+    def __enter__(self) -> AppendLog:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -202,7 +203,7 @@ class RunFolder:
 
     # -- owning the folder ---------------------------------------------------------------------
     @contextlib.contextmanager
-    def claim(self) -> Iterator["RunFolder"]:
+    def claim(self) -> Iterator[RunFolder]:
         """The span in which one command reads and writes this folder (the main process enters it
         before anything is read, and leaves it on any exit).
 

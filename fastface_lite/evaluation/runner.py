@@ -34,7 +34,6 @@ import contextlib
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 import torch
@@ -73,7 +72,7 @@ class Scorers:
     CLIP models load on first use.
     """
 
-    def __init__(self, mode: str, device: Optional[torch.device] = None):
+    def __init__(self, mode: str, device: torch.device | None = None):
         from fastface_lite.faces.analyzer import FaceAnalyzer
 
         self.mode = mode
@@ -227,8 +226,8 @@ def _process_state():
 
 
 def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: bool = False, *,
-                   progress: bool = True, limit: Optional[int] = None,
-                   stop_after: Optional[int] = None) -> pd.DataFrame:
+                   progress: bool = True, limit: int | None = None,
+                   stop_after: int | None = None) -> pd.DataFrame:
     """Generate and score the grid of ``spec`` into ``out_dir``; returns the merged results table.
 
     Args:
@@ -295,7 +294,7 @@ def _prepare(folder: RunFolder, state, settings: RunSettings, identities: list[I
 
 
 def _generate(folder: RunFolder, state, settings: RunSettings, scorers: Scorers, identities: dict[str, Identity],
-              mine: list[EvalItem], progress: bool, stop_after: Optional[int]) -> None:
+              mine: list[EvalItem], progress: bool, stop_after: int | None) -> None:
     """Generate, save, score and log this process's items, one at a time (the image first: a
     record always has one)."""
     from tqdm.auto import tqdm

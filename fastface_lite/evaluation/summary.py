@@ -115,7 +115,7 @@ def metric_figure(summary: pd.DataFrame, metric: str, settings: RunSettings) -> 
     fig = Figure(figsize=(max(4.0, 0.9 * len(variants) * len(models) + 1.5), 3.4))
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     width = 0.8 / max(len(sets), 1)
-    for ax, model in zip(axes, models):
+    for ax, model in zip(axes, models, strict=True):
         for j, prompt_set in enumerate(sets):
             sel = rows[(rows["model"] == model) & (rows["prompt_set"] == prompt_set)]
             sel = sel.set_index("variant").reindex(variants)
@@ -123,7 +123,7 @@ def metric_figure(summary: pd.DataFrame, metric: str, settings: RunSettings) -> 
             mean = sel["mean"].to_numpy(float)
             err = np.vstack([mean - sel["ci_low"].to_numpy(float), sel["ci_high"].to_numpy(float) - mean])
             ax.bar(x, np.nan_to_num(mean), width, yerr=np.nan_to_num(err), capsize=3, label=prompt_set)
-            for xi, m in zip(x, mean):
+            for xi, m in zip(x, mean, strict=True):
                 if math.isnan(m):
                     ax.annotate("n/a", (xi, 0), ha="center", va="bottom", fontsize=7)
         ax.set_xticks(np.arange(len(variants)))
