@@ -271,7 +271,7 @@ def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: boo
             print(f"{folder.path}: {len(table)} images ({len(todo)} generated now by {state.num_processes} "
                   f"process(es), {len(items) - len(todo)} already done); summary in {folder.path / SUMMARY_MD}")
         state.wait_for_everyone()
-    return load_results(folder.path)
+        return load_results(folder.path)
 
 
 def _prepare(folder: RunFolder, state, settings: RunSettings, identities: list[Identity], resume: bool,
