@@ -16,11 +16,11 @@ import torch
 
 import fastface_lite as ff
 from fastface_lite.method import am, dcg, schedules
-from fastface_lite.method.config import (MODEL_DEFAULT_GUIDANCE, TRANSFORMS, AttentionSchedule,
-                                         GuidanceConfig, PartTable)
-# The two diffusers-backed modules below may be reorganised; these are the names at 8e013d0.
-from fastface_lite.sdxl.checkpoints import MODEL_PRESETS, NUM_ID_TOKENS, preset_timesteps
-from fastface_lite.sdxl.pipeline import planned_evaluations
+from fastface_lite.method.am_config import TRANSFORMS, AttentionSchedule, PartTable
+from fastface_lite.method.branches import planned_evaluations
+from fastface_lite.method.checkpoints import CHECKPOINTS, NUM_ID_TOKENS
+from fastface_lite.method.dcg_config import GuidanceConfig
+from fastface_lite.sdxl.loading import model_timesteps
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_PATH = ROOT / "docs" / "method.md"
@@ -72,12 +72,12 @@ def test_checkpoint_table_matches_presets_and_scheduler_timesteps():
     assert sorted(code(r["preset"]) for r in rows) == sorted(ff.MODELS)
     for r in rows:
         name = code(r["preset"])
-        preset = MODEL_PRESETS[name]
+        preset = CHECKPOINTS[name]
         assert code(r["hub repository"]) == preset.repo, name
         assert code(r["scheduler"]) == preset.scheduler, name
         assert int(r["size"]) == preset.default_size, name
-        assert float(r["default a = b"]) == preset.default_guidance == MODEL_DEFAULT_GUIDANCE[name], name
-        assert numbers(r["timesteps at 4 steps"]) == preset_timesteps(name, 4), name
+        assert float(r["default a = b"]) == preset.default_guidance, name
+        assert numbers(r["timesteps at 4 steps"]) == model_timesteps(name, 4), name
 
 
 # ---------------------------------------------------------------------------------------- §4 DCG
@@ -181,7 +181,7 @@ def test_inverse_token0_cancels_for_the_plain_softmask_but_not_the_adaptive_one(
 # ------------------------------------------------------------------------- §12 the six variants
 def test_variant_cheat_sheet_evaluation_counts():
     rows = table("variant", "preset")
-    assert [code(r["preset"]) for r in rows] == list(ff.PRESETS)
+    assert [code(r["preset"]) for r in rows] == list(ff.VARIANTS)
     columns = [c for c in rows[0] if c.startswith("evaluations: ")]
     assert columns, "the cheat sheet lost its evaluation columns"
     for column in columns:
@@ -190,7 +190,7 @@ def test_variant_cheat_sheet_evaluation_counts():
             name = code(r["preset"])
             for model in models:
                 cfg = ff.FastFaceConfig.preset(name, model=model)
-                assert planned_evaluations(cfg, preset_timesteps(model, 4)) == int(r[column]), (name, model)
+                assert planned_evaluations(cfg, model_timesteps(model, 4)) == int(r[column]), (name, model)
 
 
 # ---------------------------------------------------------------------------- section numbering

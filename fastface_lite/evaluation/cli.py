@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastface_lite.method.checkpoints import MODELS
+from fastface_lite.method.checkpoints import ADAPTERS, MODELS
 from fastface_lite.method.config import VARIANTS
-
-ADAPTER_NAMES = ("faceid", "faceid-plusv2")
 
 EVAL_EPILOG = """\
 Run folder: settings.json, identities/, images/<model>/<variant>/<identity>/*.png,
@@ -51,12 +49,12 @@ def register(subparsers) -> None:
     ev.add_argument("--prompts-per-set", type=int, default=None, metavar="N",
                     help="only the first N prompts of each set after sorting (small runs)")
     ev.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
-                    help=f"FastFace presets (default: all): {', '.join(VARIANTS)}")
+                    help=f"FastFace variants (default: all): {', '.join(VARIANTS)}")
     ev.add_argument("--models", nargs="+", default=["hyper"], choices=MODELS, metavar="MODEL",
                     help=f"distilled models (default: hyper): {', '.join(MODELS)}")
-    ev.add_argument("--adapter", default="faceid-plusv2", choices=ADAPTER_NAMES)
+    ev.add_argument("--adapter", default="faceid-plusv2", choices=ADAPTERS)
     ev.add_argument("--seed", type=int, default=0, help="base seed of the per-image seeds")
-    ev.add_argument("--steps", type=int, default=4, help="sampling steps (presets with per-step lists need 4)")
+    ev.add_argument("--steps", type=int, default=4, help="sampling steps (variants with per-step lists need 4)")
     ev.add_argument("--size", type=int, default=None, metavar="PX",
                     help="image side in pixels (default: the model's; tiny mode: a quarter of it)")
     ev.add_argument("--mode", choices=["tiny", "full"], default=None,
@@ -81,14 +79,15 @@ def register(subparsers) -> None:
 
 def _user_errors():
     from fastface_lite.errors import ConfigError
-    from fastface_lite.evaluation.runner import RunFolderError
     from fastface_lite.errors import FaceError
+    from fastface_lite.evaluation.run_folder import RunFolderError
 
     return RunFolderError, ConfigError, FaceError, FileNotFoundError
 
 
 def run_eval(args) -> int:
-    from fastface_lite.evaluation.runner import EvalSpec, run_evaluation
+    from fastface_lite.evaluation.grid import EvalSpec
+    from fastface_lite.evaluation.runner import run_evaluation
 
     try:
         spec = EvalSpec(identities=tuple(args.identities), prompt_sets=tuple(args.prompt_sets),

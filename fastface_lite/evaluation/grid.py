@@ -1,5 +1,6 @@
-"""What an evaluation run is (see :mod:`fastface_lite.evaluation.runner`): its spec, identity photos, prompt
-sets and settings, and the grid of items with their seeds and their split over processes.
+"""What an evaluation run is (see :mod:`fastface_lite.evaluation.runner`): the user's `EvalSpec`,
+the `RunSettings` it resolves to (photos by checksum, prompts by text, every variant's config), and
+the grid of items with their seeds and their split over processes.
 
 **An image does not depend on its neighbours.** Every item draws its starting noise from its own
 generator, seeded by :func:`item_seed` from (seed, identity, prompt) through SHA-256. The
@@ -15,21 +16,23 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from types import MappingProxyType
+from typing import Any
 
-from fastface_lite.method.checkpoints import MODELS
-from fastface_lite.method.config import FastFaceConfig, VARIANTS
-from fastface_lite.faces.photos import face_names, face_path, load_prompts
 from fastface_lite.errors import ConfigError
+from fastface_lite.evaluation.run_folder import IMAGES, Identity, RunFolderError, sha256_file
+from fastface_lite.faces.photos import face_names, face_path, load_prompts
+from fastface_lite.method.checkpoints import ADAPTERS, MODELS
+from fastface_lite.method.config import FastFaceConfig, VARIANTS
 from fastface_lite.sdxl.mode import MODES, run_mode
-from fastface_lite.evaluation.run_folder import IMAGES, SETTINGS_FORMAT, Identity, _sha256_file
 
-ADAPTER_NAMES = ("faceid", "faceid-plusv2")  # models.ADAPTERS, without importing diffusers
 TINY_WEIGHTS_SEED = 0  # the tiny pipeline's (random) weights: one fixed "checkpoint"
 FULL_CLIP_MODELS = {"clip_score": "openai/clip-vit-large-patch14",
                     "clip_score_b32": "openai/clip-vit-base-patch32"}
+SETTINGS_FORMAT = 1  # the version of the settings' JSON layout (RunSettings.to_json)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -37,19 +40,19 @@ FULL_CLIP_MODELS = {"clip_score": "openai/clip-vit-large-patch14",
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalSpec:
-    """The grid of an evaluation run.
+    """The grid of an evaluation run, as a user states it (validated on creation).
 
     Args:
         identities: names of photos in data/faces or paths to photos; empty = all shipped faces.
             An identity is called by the file's stem.
         prompt_sets: shipped sets ("realistic", "stylistic") or paths to prompt files (set name =
-            file stem). Prompts are stripped, lower-cased (`data.load_prompts`), de-duplicated, sorted.
+            file stem). Prompts are stripped, lower-cased (`faces.photos.load_prompts`), de-duplicated, sorted.
         prompts_per_set: keep the first N prompts of each set after sorting (None = all).
-        variants: FastFace presets (``config.VARIANTS``).
-        models: distilled model presets (``config.MODELS``).
+        variants: FastFace variants (``VARIANTS``: baseline, dcg, am1, am2, fastface-am1, fastface-am2).
+        models: distilled SDXL models (``MODELS``: hyper, lightning, lcm, turbo, base).
         adapter: "faceid-plusv2" or "faceid".
         seed: base seed; each image's seed is ``item_seed(seed, identity, prompt)``.
-        num_steps: sampling steps (the presets with per-step lists need 4).
+        num_steps: sampling steps (the variants with per-step lists need 4).
         size: image side in pixels (None = the model's default: 1024, turbo 512; tiny: a quarter).
         mode: "tiny" or "full" (None = ``run_mode()``).
         clip_crop_bgr: Plus v2 only: give CLIP the BGR face crop, as the reference implementation
@@ -58,14 +61,14 @@ class EvalSpec:
 
     identities: tuple[str, ...] = ()
     prompt_sets: tuple[str, ...] = ("realistic", "stylistic")
-    prompts_per_set: Optional[int] = None
+    prompts_per_set: int | None = None
     variants: tuple[str, ...] = VARIANTS
     models: tuple[str, ...] = ("hyper",)
     adapter: str = "faceid-plusv2"
     seed: int = 0
     num_steps: int = 4
-    size: Optional[int] = None
-    mode: Optional[str] = None
+    size: int | None = None
+    mode: str | None = None
     clip_crop_bgr: bool = True
 
     def __post_init__(self):
@@ -83,8 +86,8 @@ class EvalSpec:
                 raise ConfigError(f"unknown {name} {bad}; valid: {', '.join(valid)}")
         if not self.prompt_sets:
             raise ConfigError("prompt_sets is empty; give 'realistic', 'stylistic' or prompt files")
-        if self.adapter not in ADAPTER_NAMES:
-            raise ConfigError(f"unknown adapter {self.adapter!r}; valid: {', '.join(ADAPTER_NAMES)}")
+        if self.adapter not in ADAPTERS:
+            raise ConfigError(f"unknown adapter {self.adapter!r}; valid: {', '.join(ADAPTERS)}")
         if self.mode is not None and self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
         if self.prompts_per_set is not None and (not isinstance(self.prompts_per_set, int)
@@ -94,7 +97,7 @@ class EvalSpec:
             raise ConfigError(f"size must be a multiple of 8 and at least 32 pixels, got {self.size!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        for model in self.models:  # fail now, not after hours, if a preset cannot run
+        for model in self.models:  # fail now, not after hours, if a variant cannot run
             for variant in self.variants:
                 FastFaceConfig.preset(variant, model=model, num_steps=self.num_steps)
 
@@ -118,10 +121,10 @@ def resolve_identities(identities: Sequence[str]) -> list[Identity]:
             raise ConfigError(f"two identity photos are both called {name!r} ({found[name]} and {path}); "
                               "rename one: an identity is known by its file name")
         found[name] = path
-    return [Identity(name, found[name], _sha256_file(found[name])) for name in sorted(found)]
+    return [Identity(name, found[name], sha256_file(found[name])) for name in sorted(found)]
 
 
-def resolve_prompt_sets(prompt_sets: Sequence[str], per_set: Optional[int] = None) -> dict[str, list[str]]:
+def resolve_prompt_sets(prompt_sets: Sequence[str], per_set: int | None = None) -> dict[str, list[str]]:
     """{set name: sorted unique prompts (first ``per_set`` of them)} from set names or files."""
     sets = {}
     for entry in prompt_sets:
@@ -134,35 +137,120 @@ def resolve_prompt_sets(prompt_sets: Sequence[str], per_set: Optional[int] = Non
     return sets
 
 
-def run_settings(spec: EvalSpec) -> dict:
-    """What defines the run's results, as stored in settings.json and compared on resume.
+# ----------------------------------------------------------------------------------------------
+# what defines the results
+# ----------------------------------------------------------------------------------------------
+def _frozen(value):
+    """JSON data made read-only: objects -> read-only mappings, arrays -> tuples (recursively)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _thawed(value):
+    """The inverse of `_frozen`: plain dicts and lists, as json.dump writes them."""
+    if isinstance(value, Mapping):
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_thawed(v) for v in value]
+    return value
+
+
+# settings.json's "settings" keys, in the order they are written
+_JSON_KEYS = ("format", "mode", "models", "variants", "adapter", "seed", "num_steps", "size", "clip_crop_bgr",
+              "identities", "prompts", "weights", "variant_configs")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What defines a run's results: stored in settings.json and compared on resume.
 
     The prompts and the photos' SHA-256 are stored (not just file names), and so is every variant's
-    full config: an edited prompt file, photo or preset makes a resume refuse instead of mixing
+    full config: an edited prompt file, photo or variant makes a resume refuse instead of mixing
     old and new results. ``--limit`` is not a setting: it only says how much of the grid to do now.
+    Build it with `from_spec`; `to_json` / `from_json` give and read settings.json's "settings".
+
+    Attributes:
+        mode: "tiny" or "full" (resolved: never None).
+        models, variants: in the user's order (the summary's columns).
+        adapter, seed, num_steps, clip_crop_bgr: as in `EvalSpec`.
+        size: image side in pixels, or None for the model's default.
+        identities: identity name -> SHA-256 of its photo, sorted by name.
+        prompts: prompt set name -> its prompts, sorted.
+        weights: which weights generate and score the images (a record, compared on resume).
+        variant_configs: "model/variant" -> ``FastFaceConfig.to_dict()`` of that variant.
+        format: the version of this JSON layout (`SETTINGS_FORMAT`).
     """
-    mode = spec.mode or run_mode()
-    configs = {f"{m}/{v}": FastFaceConfig.preset(v, model=m, num_steps=spec.num_steps).to_dict()
-               for m in spec.models for v in spec.variants}
-    return {
-        "format": SETTINGS_FORMAT,
-        "mode": mode,
-        "models": list(spec.models),
-        "variants": list(spec.variants),
-        "adapter": spec.adapter,
-        "seed": spec.seed,
-        "num_steps": spec.num_steps,
-        "size": spec.size,
-        "clip_crop_bgr": spec.clip_crop_bgr,
-        "identities": [{"name": i.name, "sha256": i.sha256}
-                       for i in resolve_identities(spec.identities)],
-        "prompts": resolve_prompt_sets(spec.prompt_sets, spec.prompts_per_set),
-        "weights": ({"tiny_pipeline_seed": TINY_WEIGHTS_SEED, "clip": "ClipScorer.tiny(seed=0)",
-                     "face_analyzer": "dlib"} if mode == "tiny" else
-                    {"clip": FULL_CLIP_MODELS, "face_analyzer": "insightface buffalo_l",
-                     "second_opinion": "dlib", "dtype": "float16 on CUDA, else float32"}),
-        "variant_configs": configs,
-    }
+
+    mode: str
+    models: tuple[str, ...]
+    variants: tuple[str, ...]
+    adapter: str
+    seed: int
+    num_steps: int
+    size: int | None
+    clip_crop_bgr: bool
+    identities: Mapping[str, str]
+    prompts: Mapping[str, tuple[str, ...]]
+    weights: Mapping[str, Any]
+    variant_configs: Mapping[str, Mapping[str, Any]]
+    format: int = SETTINGS_FORMAT
+
+    def __post_init__(self):
+        for name in ("models", "variants", "identities", "prompts", "weights", "variant_configs"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))  # immutable all the way down
+
+    @classmethod
+    def from_spec(cls, spec: EvalSpec, identities: Sequence[Identity] | None = None) -> RunSettings:
+        """Resolve ``spec``: read the prompt sets, hash the photos, build every variant's config.
+
+        Args:
+            spec: the user's grid.
+            identities: ``resolve_identities(spec.identities)`` when the caller has it already
+                (the photos are then not read a second time); resolved here otherwise.
+        """
+        mode = spec.mode or run_mode()
+        if identities is None:
+            identities = resolve_identities(spec.identities)
+        configs = {f"{m}/{v}": FastFaceConfig.preset(v, model=m, num_steps=spec.num_steps).to_dict()
+                   for m in spec.models for v in spec.variants}
+        weights = ({"tiny_pipeline_seed": TINY_WEIGHTS_SEED, "clip": "ClipScorer.tiny(seed=0)",
+                    "face_analyzer": "dlib"} if mode == "tiny" else
+                   {"clip": FULL_CLIP_MODELS, "face_analyzer": "insightface buffalo_l",
+                    "second_opinion": "dlib", "dtype": "float16 on CUDA, else float32"})
+        return cls(mode=mode, models=spec.models, variants=spec.variants, adapter=spec.adapter, seed=spec.seed,
+                   num_steps=spec.num_steps, size=spec.size, clip_crop_bgr=spec.clip_crop_bgr,
+                   identities={i.name: i.sha256 for i in identities},
+                   prompts=resolve_prompt_sets(spec.prompt_sets, spec.prompts_per_set),
+                   weights=weights, variant_configs=configs)
+
+    def to_json(self) -> dict:
+        """settings.json's "settings" object: plain dicts and lists, keys in the stored order."""
+        fields = {key: _thawed(getattr(self, key)) for key in _JSON_KEYS}
+        fields["identities"] = [{"name": name, "sha256": sha} for name, sha in self.identities.items()]
+        return fields
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunSettings:
+        """Read settings.json's "settings" object (as `to_json` writes it; ``from_json(s.to_json()) == s``).
+
+        Raises `RunFolderError` when a key is missing or the layout is of another version.
+        """
+        missing = [key for key in _JSON_KEYS if key not in data]
+        if missing:
+            raise RunFolderError(f"the stored settings lack {', '.join(missing)}; was settings.json edited by hand?")
+        if data["format"] != SETTINGS_FORMAT:
+            raise RunFolderError(f"the stored settings have format {data['format']!r}; this version reads "
+                                 f"format {SETTINGS_FORMAT} only")
+        fields = {key: data[key] for key in _JSON_KEYS}
+        try:
+            fields["identities"] = {entry["name"]: entry["sha256"] for entry in data["identities"]}
+        except (KeyError, TypeError):
+            raise RunFolderError("the stored identities are not a list of {\"name\", \"sha256\"} objects; "
+                                 "was settings.json edited by hand?") from None
+        return cls(**fields)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,20 +289,19 @@ class EvalItem:
         return f"{IMAGES}/{self.model}/{self.variant}/{self.identity}/{self.prompt_set}-{words}-{digest}.png"
 
 
-def build_items(settings: dict) -> list[EvalItem]:
+def build_items(settings: RunSettings) -> list[EvalItem]:
     """The whole grid in its canonical order: model, identity, prompt set, prompt, variant.
 
     Models come first so that each process loads each model once; variants last, so the variants
     of one (identity, prompt) sit together.
     """
-    identities = sorted(i["name"] for i in settings["identities"])
     items = []
-    for model in settings["models"]:
-        for identity in identities:
-            for prompt_set in sorted(settings["prompts"]):
-                for prompt in sorted(settings["prompts"][prompt_set]):
-                    seed = item_seed(settings["seed"], identity, prompt)
-                    for variant in settings["variants"]:
+    for model in settings.models:
+        for identity in sorted(settings.identities):
+            for prompt_set in sorted(settings.prompts):
+                for prompt in sorted(settings.prompts[prompt_set]):
+                    seed = item_seed(settings.seed, identity, prompt)
+                    for variant in settings.variants:
                         items.append(EvalItem(model, variant, identity, prompt_set, prompt, seed))
     return items
 

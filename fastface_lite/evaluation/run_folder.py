@@ -1,5 +1,5 @@
-"""The run folder of an evaluation (see :mod:`fastface_lite.evaluation.runner`): atomic writes, append-only
-logs that survive a kill, merging them, and the settings a resume is checked against.
+"""The run folder of an evaluation (see :mod:`fastface_lite.evaluation.runner`): one `RunFolder`
+holds every file operation a run does, so none of them is spread over the runner and the summary.
 
 **A killed run loses nothing and repeats nothing.** Each finished item is written as it finishes:
 the image first (to a temporary file, then ``os.replace``), then one JSON line appended to the
@@ -17,18 +17,26 @@ Run folder::
       results.jsonl, results.csv  the merged table, one row per image, in grid order
       summary.csv, summary.md     mean and 95% bootstrap interval per (model, variant, prompt_set)
       plots/<metric>.png          one bar chart per metric
+
+What the settings *mean* is :class:`fastface_lite.evaluation.grid.RunSettings`; this module stores
+and compares them as the JSON object ``RunSettings.to_json()`` gives, so it needs no knowledge of
+their fields.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
 import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,16 +52,14 @@ PLOTS = "plots"
 # everything a run folder may hold: --overwrite deletes these names and nothing else
 _RUN_ENTRIES = (SETTINGS_FILE, RESULTS_JSONL, RESULTS_CSV, SUMMARY_CSV, SUMMARY_MD, SHARDS, IMAGES,
                 IDENTITIES, PLOTS)
-SETTINGS_FORMAT = 1
+
+Decision = Literal["new", "resume", "overwrite"]
 
 
 class RunFolderError(ValueError):
     """The output folder cannot be used as asked (exists without --resume/--overwrite, other settings...)."""
 
 
-# ----------------------------------------------------------------------------------------------
-# identity photos (a run folder keeps copies of them, checked by SHA-256)
-# ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Identity:
     """An identity photo: its name (file stem, made path-safe), where it is, and its SHA-256."""
@@ -63,7 +69,11 @@ class Identity:
     sha256: str
 
 
-def _sha256_file(path: Path) -> str:
+# ----------------------------------------------------------------------------------------------
+# files: checksums, atomic writes, append-only logs that survive a kill
+# ----------------------------------------------------------------------------------------------
+def sha256_file(path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (photos are compared by content)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -71,11 +81,15 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-# ----------------------------------------------------------------------------------------------
-# files: atomic writes, append-only logs that survive a kill
-# ----------------------------------------------------------------------------------------------
-def _fsync_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then os.replace."""
+def atomic_write(path, data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` all at once or not at all.
+
+    A temporary file in the same folder is written and fsynced, then moved over ``path`` with
+    ``os.replace``: a reader, or a run killed mid-write, never sees half a file. Folders are created.
+    """
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
@@ -85,12 +99,8 @@ def _fsync_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _write_text(path: Path, text: str) -> None:
-    _fsync_write(path, text.encode("utf-8"))
-
-
-def _jsonable(value):
-    """NaN -> None (standard JSON), numpy scalars -> Python."""
+def _json_value(value):
+    """One record value as standard JSON: NaN -> null, numpy scalars -> Python numbers."""
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer,)):
@@ -98,6 +108,10 @@ def _jsonable(value):
     if isinstance(value, (float, np.floating)):
         return None if math.isnan(value) else float(value)
     return value
+
+
+def _json_line(record: Mapping[str, Any]) -> str:
+    return json.dumps({k: _json_value(v) for k, v in record.items()}, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict], int]:
@@ -129,64 +143,33 @@ def _repair_log(path: Path) -> None:
             os.fsync(f.fileno())
 
 
-class _Log:
-    """An append-only JSON-lines file: one ``write`` per record, flushed and fsynced."""
+class AppendLog:
+    """An append-only JSON-lines file: one ``write`` per record, flushed and fsynced, so a kill
+    loses at most the record being written (a torn last line, which readers ignore)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path):
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._file = open(path, "ab")
 
-    def append(self, record: dict) -> None:
-        line = json.dumps({k: _jsonable(v) for k, v in record.items()}, ensure_ascii=False,
-                          allow_nan=False) + "\n"
-        self._file.write(line.encode("utf-8"))
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Append one record (NaN is written as null, numpy scalars as Python numbers)."""
+        self._file.write(_json_line(record).encode("utf-8"))
         self._file.flush()
         os.fsync(self._file.fileno())
 
-    def close(self):
+    def close(self) -> None:
         self._file.close()
 
-    def __enter__(self):
+    def __enter__(self) -> AppendLog:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
 
-def _merged_records(run_dir: Path) -> dict[str, dict]:
-    """key -> the newest record of that item over all process logs and results.jsonl.
-
-    Newest = latest ``finished_at`` (an item is regenerated only if its image went missing),
-    then latest ``metrics_at`` (set by `recompute_metrics`), so neither a resume nor a
-    recomputation can bring back stale numbers.
-    """
-    sources = sorted((run_dir / SHARDS).glob("*.jsonl"))
-    if (run_dir / RESULTS_JSONL).is_file():
-        sources.append(run_dir / RESULTS_JSONL)
-    newest: dict[str, dict] = {}
-    order = lambda r: (r.get("finished_at") or 0.0, r.get("metrics_at") or 0.0)  # noqa: E731
-    for source in sources:
-        for record in _read_jsonl(source)[0]:
-            key = record.get("key")
-            if key is not None and (key not in newest or order(record) >= order(newest[key])):
-                newest[key] = record
-    return newest
-
-
-# ----------------------------------------------------------------------------------------------
-# the run folder
-# ----------------------------------------------------------------------------------------------
-def _load_settings(run_dir: Path) -> dict:
-    path = run_dir / SETTINGS_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunFolderError(f"{run_dir} is not an evaluation run folder (no {SETTINGS_FILE})") from None
-    except json.JSONDecodeError as err:
-        raise RunFolderError(f"{path} is not valid JSON ({err}); was it edited by hand?") from None
-
-
-def _differences(stored: dict, current: dict) -> list[str]:
+def _differences(stored: Mapping, current: Mapping) -> list[str]:
     lines = []
     for key in sorted(set(stored) | set(current)):
         if stored.get(key) != current.get(key):
@@ -196,63 +179,178 @@ def _differences(stored: dict, current: dict) -> list[str]:
     return lines
 
 
-def _inspect_run_dir(run_dir: Path, settings: dict, resume: bool, overwrite: bool) -> str:
-    """What to do with ``run_dir``: "new", "resume" or "overwrite". Reads only; raises RunFolderError."""
-    if resume and overwrite:
-        raise RunFolderError("--resume and --overwrite exclude each other; pass one of them")
-    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
-        return "new"
-    if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir} is a file, not a folder; choose another --out")
-    if not (run_dir / SETTINGS_FILE).is_file():
-        raise RunFolderError(
-            f"{run_dir} is not empty and is not an evaluation run folder (no {SETTINGS_FILE}); "
-            "choose a new or empty folder for --out (--overwrite only ever replaces a run folder)")
-    if overwrite:
-        return "overwrite"
-    if not resume:
-        raise RunFolderError(
-            f"{run_dir} already holds an evaluation run. Pass --resume to continue it (finished "
-            "items are kept and skipped) or --overwrite to delete its results and start again "
-            "(Python: resume=True / overwrite=True).")
-    stored = _load_settings(run_dir).get("settings", {})
-    diff = _differences(stored, json.loads(json.dumps(settings)))
-    if diff:
-        raise RunFolderError(
-            f"cannot resume {run_dir}: it was started with other settings:\n  " + "\n  ".join(diff)
-            + "\nRun the original command again, pass --overwrite to start over, or choose another --out.")
-    return "resume"
+# ----------------------------------------------------------------------------------------------
+# the run folder
+# ----------------------------------------------------------------------------------------------
+class RunFolder:
+    """One evaluation run folder on disk (layout in the module docstring).
 
+    A run goes: `claim` (the span in which this command owns the folder), `decide` (every process,
+    reads only), `prepare` (the main process), `finished` (what to skip), then per process
+    `open_log` + `write_image` per item, and at the end the merged `records` (see
+    :func:`fastface_lite.evaluation.summary.finalize`). Settings are passed and returned as the JSON
+    object of ``RunSettings.to_json()``.
 
-def _prepare_run_dir(run_dir: Path, decision: str, settings: dict, identities: list[Identity]) -> None:
-    """Main process only: create, wipe or repair the folder before any process writes to it."""
-    if decision == "overwrite":
-        for name in _RUN_ENTRIES:
-            target = run_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if decision in ("new", "overwrite"):
-        info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "identity_sources": {i.name: str(i.path.resolve()) for i in identities}}
-        # first, so a folder that holds anything of ours is recognisably a run folder
-        _write_text(run_dir / SETTINGS_FILE,
-                    json.dumps({"settings": settings, "info": info}, indent=2, ensure_ascii=False) + "\n")
-    for identity in identities:  # copies of the photos: a run folder is self-contained
-        copy = run_dir / IDENTITIES / f"{identity.name}{identity.path.suffix.lower()}"
-        if not copy.is_file() or _sha256_file(copy) != identity.sha256:
-            _fsync_write(copy, identity.path.read_bytes())
-    for log in (run_dir / SHARDS).glob("*.jsonl"):
-        _repair_log(log)
-    for stale in list((run_dir / IMAGES).rglob(".*.tmp-*")) + list(run_dir.glob(".*.tmp-*")):
-        stale.unlink(missing_ok=True)  # half-written files of a killed run
+    Args:
+        path: the folder (it need not exist yet).
+    """
 
+    def __init__(self, path):
+        self.path = Path(path)
 
-def _identity_photo(run_dir: Path, name: str) -> Path:
-    folder = run_dir / IDENTITIES
-    found = sorted(p for p in folder.iterdir() if p.stem == name) if folder.is_dir() else []
-    if not found:
-        raise RunFolderError(f"the photo of identity {name!r} is missing from {run_dir / IDENTITIES}")
-    return found[0]
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # -- owning the folder ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[RunFolder]:
+        """The span in which one command reads and writes this folder (the main process enters it
+        before anything is read, and leaves it on any exit).
+
+        HOOK: the place for an advisory one-writer lock, so that two commands can never write one
+        folder at once. No lock is taken yet: today this only marks the span.
+        """
+        yield self
+
+    # -- before a run --------------------------------------------------------------------------
+    def decide(self, settings: Mapping[str, Any], resume: bool, overwrite: bool) -> Decision:
+        """What a run with ``settings`` does with this folder: "new", "resume" or "overwrite".
+
+        Reads only (every process may call it). Raises `RunFolderError` when the folder holds
+        something else than a run, holds a run and neither flag is given, or holds a run with
+        other settings (the message lists the differences).
+        """
+        if resume and overwrite:
+            raise RunFolderError("--resume and --overwrite exclude each other; pass one of them")
+        run_dir = self.path
+        if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+            return "new"
+        if not run_dir.is_dir():
+            raise RunFolderError(f"{run_dir} is a file, not a folder; choose another --out")
+        if not (run_dir / SETTINGS_FILE).is_file():
+            raise RunFolderError(
+                f"{run_dir} is not empty and is not an evaluation run folder (no {SETTINGS_FILE}); "
+                "choose a new or empty folder for --out (--overwrite only ever replaces a run folder)")
+        if overwrite:
+            return "overwrite"
+        if not resume:
+            raise RunFolderError(
+                f"{run_dir} already holds an evaluation run. Pass --resume to continue it (finished "
+                "items are kept and skipped) or --overwrite to delete its results and start again "
+                "(Python: resume=True / overwrite=True).")
+        stored = self._settings_file().get("settings", {})
+        diff = _differences(stored, json.loads(json.dumps(settings)))
+        if diff:
+            raise RunFolderError(
+                f"cannot resume {run_dir}: it was started with other settings:\n  " + "\n  ".join(diff)
+                + "\nRun the original command again, pass --overwrite to start over, or choose another --out.")
+        return "resume"
+
+    def prepare(self, decision: Decision, settings: Mapping[str, Any], identities: Sequence[Identity]) -> None:
+        """Main process only: create, wipe or repair the folder before any process writes to it.
+
+        "overwrite" deletes the run's own entries (nothing else); "new" and "overwrite" write
+        settings.json first, so a folder that holds anything of ours is recognisably a run folder.
+        Every decision copies missing or changed identity photos, cuts torn last lines off the
+        logs and removes half-written temporary files of a killed run.
+        """
+        run_dir = self.path
+        if decision == "overwrite":
+            for name in _RUN_ENTRIES:
+                target = run_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if decision in ("new", "overwrite"):
+            info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "identity_sources": {i.name: str(i.path.resolve()) for i in identities}}
+            atomic_write(run_dir / SETTINGS_FILE,
+                         json.dumps({"settings": settings, "info": info}, indent=2, ensure_ascii=False) + "\n")
+        for identity in identities:  # copies of the photos: a run folder is self-contained
+            copy = run_dir / IDENTITIES / f"{identity.name}{identity.path.suffix.lower()}"
+            if not copy.is_file() or sha256_file(copy) != identity.sha256:
+                atomic_write(copy, identity.path.read_bytes())
+        for log in (run_dir / SHARDS).glob("*.jsonl"):
+            _repair_log(log)
+        for stale in list((run_dir / IMAGES).rglob(".*.tmp-*")) + list(run_dir.glob(".*.tmp-*")):
+            stale.unlink(missing_ok=True)  # half-written files of a killed run
+
+    # -- reading -------------------------------------------------------------------------------
+    def _settings_file(self) -> dict:
+        path = self.path / SETTINGS_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunFolderError(f"{self.path} is not an evaluation run folder (no {SETTINGS_FILE})") from None
+        except json.JSONDecodeError as err:
+            raise RunFolderError(f"{path} is not valid JSON ({err}); was it edited by hand?") from None
+
+    def load_settings(self) -> dict:
+        """The stored settings (settings.json's "settings": give it to ``RunSettings.from_json``).
+
+        Raises `RunFolderError` when there is no settings.json or it is not JSON.
+        """
+        stored = self._settings_file()
+        if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
+            raise RunFolderError(f"{self.path / SETTINGS_FILE} holds no \"settings\" object; was it edited by hand?")
+        return stored["settings"]
+
+    def records(self) -> dict[str, dict]:
+        """key -> the newest record of that item over all process logs and results.jsonl.
+
+        Newest = latest ``finished_at`` (an item is regenerated only if its image went missing),
+        then latest ``metrics_at`` (set by `recompute_metrics`), so neither a resume nor a
+        recomputation can bring back stale numbers.
+        """
+        sources = sorted((self.path / SHARDS).glob("*.jsonl"))
+        if (self.path / RESULTS_JSONL).is_file():
+            sources.append(self.path / RESULTS_JSONL)
+        newest: dict[str, dict] = {}
+        order = lambda r: (r.get("finished_at") or 0.0, r.get("metrics_at") or 0.0)  # noqa: E731
+        for source in sources:
+            for record in _read_jsonl(source)[0]:
+                key = record.get("key")
+                if key is not None and (key not in newest or order(record) >= order(newest[key])):
+                    newest[key] = record
+        return newest
+
+    def finished(self) -> set[str]:
+        """Keys of the items that are done: they have a record and their image exists.
+
+        The one place that says what a resume may skip (an item whose image went missing is
+        generated again).
+        """
+        return {key for key, record in self.records().items() if (self.path / record.get("image", "")).is_file()}
+
+    def identity_photo(self, name: str) -> Path:
+        """The folder's copy of identity ``name``'s photo (RunFolderError if it is missing)."""
+        folder = self.path / IDENTITIES
+        found = sorted(p for p in folder.iterdir() if p.stem == name) if folder.is_dir() else []
+        if not found:
+            raise RunFolderError(f"the photo of identity {name!r} is missing from {folder}")
+        return found[0]
+
+    # -- writing -------------------------------------------------------------------------------
+    def open_log(self, process_index: int) -> AppendLog:
+        """Process ``process_index``'s own append-only log, shards/process-NNN.jsonl."""
+        return AppendLog(self.path / SHARDS / f"process-{process_index:03d}.jsonl")
+
+    def write_image(self, relative: str, image) -> Path:
+        """Save a PIL ``image`` as PNG at ``relative`` (a path inside the folder), atomically."""
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        path = self.path / relative
+        atomic_write(path, buffer.getvalue())
+        return path
+
+    def write_text(self, relative: str, text: str) -> Path:
+        """Write a text file (UTF-8) at ``relative`` inside the folder, atomically."""
+        path = self.path / relative
+        atomic_write(path, text)
+        return path
+
+    def write_records(self, records: Iterable[Mapping[str, Any]]) -> Path:
+        """Replace results.jsonl with ``records``, one JSON line each (NaN as null), atomically."""
+        return self.write_text(RESULTS_JSONL, "".join(_json_line(r) for r in records))

@@ -1,11 +1,12 @@
 """The evaluation runner (SPEC §5): identities x prompts x variants x models, one image each.
 
-    from fastface_lite.evaluation.runner import EvalSpec, run_evaluation, recompute_metrics
+    from fastface_lite.evaluation.grid import EvalSpec
+    from fastface_lite.evaluation.runner import run_evaluation, recompute_metrics
     spec = EvalSpec(identities=("astronaut", "grace_hopper"), variants=("baseline", "fastface-am2"))
     table = run_evaluation(spec, "runs/hyper", resume=True)   # a pandas DataFrame, one row per image
     recompute_metrics("runs/hyper")                           # score the saved images again
 
-What makes a run trustworthy, and how this module (with the two it builds on) gets it:
+What makes a run trustworthy, and which module gets it:
 
 * **An image does not depend on its neighbours**: every item has its own seed, from (seed,
   identity, prompt), and the grid is sorted; see :mod:`fastface_lite.evaluation.grid`.
@@ -13,12 +14,13 @@ What makes a run trustworthy, and how this module (with the two it builds on) ge
   finished item is appended to an fsynced log, which ``resume=True`` reads; see
   :mod:`fastface_lite.evaluation.run_folder`, which also shows the layout of a run folder.
 * **Several processes or GPUs** (``accelerate launch ... fastface eval``): ``accelerate.PartialState``
-  gives each process its index; the items still to do are dealt out deterministically (see `shard`:
-  the variants of one (model, identity, prompt) stay together, group g goes to process g % n), each
-  process appends to its own log, and the main process merges the logs after ``wait_for_everyone``.
-  Results do not depend on the number of processes (bit for bit when every process uses the same
-  number of CPU threads; CPU float sums depend on it at the 1e-6 level). One command at a time per
-  run folder; across machines the folder must be on a shared filesystem.
+  gives each process its index; the items still to do are dealt out deterministically (see
+  ``grid.shard``: the variants of one (model, identity, prompt) stay together, group g goes to
+  process g % n), each process appends to its own log, and the main process merges the logs after
+  ``wait_for_everyone`` (:mod:`fastface_lite.evaluation.summary`). Results do not depend on the
+  number of processes (bit for bit when every process uses the same number of CPU threads; CPU
+  float sums depend on it at the 1e-6 level). One command at a time per run folder; across
+  machines the folder must be on a shared filesystem.
 
 Metrics per image (SPEC §5): identity similarity with the mode's analyzer (tiny: dlib; full:
 insightface buffalo_l) plus dlib as an independent second opinion (in tiny mode the primary already
@@ -28,41 +30,30 @@ A missing face is a detection failure (a flag, and NaN in the metric), never a n
 """
 from __future__ import annotations
 
-import json
-import math
+import contextlib
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
 
-import numpy as np
 import pandas as pd
 import torch
 
-from fastface_lite.method.config import FastFaceConfig
 from fastface_lite.errors import ConfigError
-from fastface_lite.evaluation.grid import (FULL_CLIP_MODELS, TINY_WEIGHTS_SEED, EvalItem, EvalSpec, build_items, item_seed,
-                        resolve_identities, resolve_prompt_sets, run_settings, shard)
-from fastface_lite.evaluation.run_folder import (PLOTS, RESULTS_CSV, RESULTS_JSONL, SHARDS, SUMMARY_CSV, SUMMARY_MD, Identity,
-                         RunFolderError, _fsync_write, _identity_photo, _inspect_run_dir, _jsonable, _Log,
-                         _load_settings, _merged_records, _prepare_run_dir, _write_text)
-# moved to eval_grid / run_folder; still importable from here
-from fastface_lite.evaluation.grid import ADAPTER_NAMES  # noqa: F401
-from fastface_lite.evaluation.run_folder import IDENTITIES, IMAGES, SETTINGS_FILE, SETTINGS_FORMAT  # noqa: F401
+from fastface_lite.evaluation.grid import (
+    FULL_CLIP_MODELS,
+    TINY_WEIGHTS_SEED,
+    EvalItem,
+    EvalSpec,
+    RunSettings,
+    build_items,
+    resolve_identities,
+    shard,
+)
+from fastface_lite.evaluation.run_folder import SUMMARY_MD, Identity, RunFolder
+from fastface_lite.evaluation.summary import finalize, load_results
+from fastface_lite.method.config import FastFaceConfig
 
-__all__ = [
-    "EvalSpec", "EvalItem", "Identity", "RunFolderError", "SimulatedKill", "Scorers",
-    "run_evaluation", "recompute_metrics", "load_results", "build_items", "item_seed",
-    "shard", "resolve_identities", "resolve_prompt_sets", "run_settings", "SUMMARY_METRICS",
-    "TIMING_COLUMNS",
-]
-
-# per-image columns summarised by `metrics.aggregate` (those present in the table)
-SUMMARY_METRICS = ("id_similarity", "id_dlib_similarity", "clip_score", "clip_score_b32",
-                   "face_size_ratio", "unet_evaluations", "seconds")
-# columns that depend on the machine and the moment, not on the inputs
-TIMING_COLUMNS = ("seconds", "finished_at", "metrics_at")
-_GROUP_BY = ("model", "variant", "prompt_set")
+__all__ = ["Scorers", "SimulatedKill", "run_evaluation", "recompute_metrics"]
 
 
 class SimulatedKill(RuntimeError):
@@ -81,7 +72,7 @@ class Scorers:
     CLIP models load on first use.
     """
 
-    def __init__(self, mode: str, device: Optional[torch.device] = None):
+    def __init__(self, mode: str, device: torch.device | None = None):
         from fastface_lite.faces.analyzer import FaceAnalyzer
 
         self.mode = mode
@@ -156,7 +147,7 @@ class Scorers:
 class _Generator:
     """One pipeline at a time (items come grouped by model) and each identity's inputs once."""
 
-    def __init__(self, settings: dict, device: torch.device, scorers: Scorers):
+    def __init__(self, settings: RunSettings, device: torch.device, scorers: Scorers):
         self.settings = settings
         self.device = device
         self.scorers = scorers
@@ -173,14 +164,14 @@ class _Generator:
         from fastface_lite.sdxl.loading import load_pipeline
         from fastface_lite.sdxl.tiny import tiny_pipeline
 
-        adapter = self.settings["adapter"]
-        if self.settings["mode"] == "tiny":
+        adapter = self.settings.adapter
+        if self.settings.mode == "tiny":
             pipe = tiny_pipeline(adapter=adapter, seed=TINY_WEIGHTS_SEED, model=model,
-                                        device=str(self.device))
+                                  device=str(self.device))
         else:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-            pipe = load_pipeline(model=model, steps=self.settings["num_steps"], adapter=adapter,
-                                        device=str(self.device), dtype=dtype)
+            pipe = load_pipeline(model=model, steps=self.settings.num_steps, adapter=adapter,
+                                  device=str(self.device), dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         self.pipe, self.model = pipe, model
 
@@ -191,15 +182,15 @@ class _Generator:
             from fastface_lite.sdxl.adapter import face_id_inputs
 
             face, _ = self.scorers.reference(photo)
-            self._inputs[identity] = face_id_inputs(self.pipe, face, photo, bgr=self.settings["clip_crop_bgr"])
+            self._inputs[identity] = face_id_inputs(self.pipe, face, photo, bgr=self.settings.clip_crop_bgr)
         return self._inputs[identity]
 
     def __call__(self, item: EvalItem, photo: Path):
         """-> (PIL image, UNet evaluations, seconds)."""
         self._load(item.model)
         inputs = self._id_inputs(item.identity, photo)
-        cfg = FastFaceConfig.preset(item.variant, model=item.model, num_steps=self.settings["num_steps"])
-        size = self.settings["size"]
+        cfg = FastFaceConfig.preset(item.variant, model=item.model, num_steps=self.settings.num_steps)
+        size = self.settings.size
         # noise from a CPU generator: the same starting latents on any device
         generator = torch.Generator("cpu").manual_seed(item.seed)
         start = time.perf_counter()
@@ -212,14 +203,6 @@ class _Generator:
 def _item_record(item: EvalItem) -> dict:
     return {"key": item.key, "model": item.model, "variant": item.variant, "identity": item.identity,
             "prompt_set": item.prompt_set, "prompt": item.prompt, "seed": item.seed, "image": item.image}
-
-
-def _save_png(image, path: Path) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    _fsync_write(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,8 +227,8 @@ def _process_state():
 
 
 def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: bool = False, *,
-                   progress: bool = True, limit: Optional[int] = None,
-                   stop_after: Optional[int] = None) -> pd.DataFrame:
+                   progress: bool = True, limit: int | None = None,
+                   stop_after: int | None = None) -> pd.DataFrame:
     """Generate and score the grid of ``spec`` into ``out_dir``; returns the merged results table.
 
     Args:
@@ -261,49 +244,72 @@ def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: boo
             items, as if it were killed there.
 
     Returns:
-        One row per finished item, in grid order (see `load_results`). Every process returns it.
+        One row per finished item, in grid order (see `summary.load_results`). Every process returns it.
 
     Raises:
         RunFolderError: ``out_dir`` holds a run and neither flag was given, or its settings differ.
     """
-    run_dir = Path(out_dir)
-    state = _process_state()
-    settings = run_settings(spec)
-    identities = {i.name: i for i in resolve_identities(spec.identities)}
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be >= 0, got {limit}")
+    folder = RunFolder(out_dir)
+    state = _process_state()
+    identities = resolve_identities(spec.identities)
+    settings = RunSettings.from_spec(spec, identities)
+    # the main process owns the folder for the whole command; the others work inside its claim
+    with folder.claim() if state.is_main_process else contextlib.nullcontext():
+        scorers = _prepare(folder, state, settings, identities, resume, overwrite)
+        items = build_items(settings)[:limit]
+        done = folder.finished()
+        state.wait_for_everyone()  # nobody appends before everyone has read the same `done`
+        todo = [item for item in items if item.key not in done]
+        mine = shard(todo, state.process_index, state.num_processes)
+        _generate(folder, state, settings, scorers, {i.name: i for i in identities}, mine, progress, stop_after)
 
-    # 1. every process checks (reads only), then the main process writes, then everyone reads
-    decision = _inspect_run_dir(run_dir, settings, resume, overwrite)
+        # the main process merges and summarises
+        state.wait_for_everyone()
+        if state.is_main_process:
+            table = finalize(folder)
+            print(f"{folder.path}: {len(table)} images ({len(todo)} generated now by {state.num_processes} "
+                  f"process(es), {len(items) - len(todo)} already done); summary in {folder.path / SUMMARY_MD}")
+        state.wait_for_everyone()
+        return load_results(folder.path)
+
+
+def _prepare(folder: RunFolder, state, settings: RunSettings, identities: list[Identity], resume: bool,
+             overwrite: bool) -> Scorers:
+    """Every process checks (reads only), then the main process writes, then everyone reads.
+
+    Returns this process's scorers, with every identity photo's face found (a photo without a face
+    fails here, before the folder is touched).
+    """
+    decision = folder.decide(settings.to_json(), resume, overwrite)
     with state.local_main_process_first():  # one process per machine fetches missing weights first
-        scorers = Scorers(settings["mode"], state.device)
-    for identity in identities.values():  # a photo without a face fails here, before any work
+        scorers = Scorers(settings.mode, state.device)
+    for identity in identities:
         scorers.reference(identity.path)
     state.wait_for_everyone()
     if state.is_main_process:
-        _prepare_run_dir(run_dir, decision, settings, list(identities.values()))
+        folder.prepare(decision, settings.to_json(), identities)
     state.wait_for_everyone()
-    done = {key for key, record in _merged_records(run_dir).items()
-            if (run_dir / record.get("image", "")).is_file()}
-    state.wait_for_everyone()  # nobody appends before everyone has read the same `done`
+    return scorers
 
-    # 2. this process's share of what is left
-    items = build_items(settings)[:limit]
-    todo = [item for item in items if item.key not in done]
-    mine = shard(todo, state.process_index, state.num_processes)
-    generate = _Generator(settings, state.device, scorers)
-    log_path = run_dir / SHARDS / f"process-{state.process_index:03d}.jsonl"
+
+def _generate(folder: RunFolder, state, settings: RunSettings, scorers: Scorers, identities: dict[str, Identity],
+              mine: list[EvalItem], progress: bool, stop_after: int | None) -> None:
+    """Generate, save, score and log this process's items, one at a time (the image first: a
+    record always has one)."""
     from tqdm.auto import tqdm
 
+    generate = _Generator(settings, state.device, scorers)
     bar = tqdm(total=len(mine), unit="image", disable=not progress or not state.is_main_process,
                desc=f"eval (process {state.process_index + 1}/{state.num_processes})"
                if state.num_processes > 1 else "eval")
     recorded = 0
-    with _Log(log_path) as log, bar:
+    with folder.open_log(state.process_index) as log, bar:
         for item in mine:
             photo = identities[item.identity].path
             image, evaluations, seconds = generate(item, photo)
-            _save_png(image, run_dir / item.image)  # the image first: a record always has one
+            folder.write_image(item.image, image)
             record = _item_record(item)
             record.update(unet_evaluations=evaluations, seconds=seconds)
             record.update(scorers.score(image, item.prompt, photo))
@@ -313,125 +319,6 @@ def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: boo
             bar.update()
             if stop_after is not None and recorded >= stop_after:
                 raise SimulatedKill(f"stopped after {recorded} item(s) (stop_after={stop_after})")
-
-    # 3. the main process merges and summarises
-    state.wait_for_everyone()
-    if state.is_main_process:
-        table = _finalize(run_dir)
-        skipped = len(items) - len(todo)
-        print(f"{run_dir}: {len(table)} images ({len(todo)} generated now by {state.num_processes} "
-              f"process(es), {skipped} already done); summary in {run_dir / SUMMARY_MD}")
-    state.wait_for_everyone()
-    return load_results(run_dir)
-
-
-def load_results(run_dir) -> pd.DataFrame:
-    """The merged results table of a run folder (all items finished so far, in grid order)."""
-    run_dir = Path(run_dir)
-    settings = _load_settings(run_dir)["settings"]
-    records = _merged_records(run_dir)
-    rows = [records[item.key] for item in build_items(settings) if item.key in records]
-    return _failures_as_nan(pd.DataFrame(rows))
-
-
-# Score columns (JSON stores their NaN failures as null): id_*similarity, id_*distance, ...
-_SCORE_SUFFIXES = ("similarity", "distance", "same_person", "clip_score", "face_size_ratio")
-
-
-def _failures_as_nan(table: pd.DataFrame) -> pd.DataFrame:
-    """Score columns come back from JSON with None for a failure; make them float with NaN, as
-    the scorers produce them, so they plot and aggregate without conversion."""
-    for column in table.columns:
-        if column.endswith(_SCORE_SUFFIXES) and table[column].dtype == object:
-            table[column] = table[column].astype(float)
-    return table
-
-
-# ----------------------------------------------------------------------------------------------
-# merge, summary, plots
-# ----------------------------------------------------------------------------------------------
-def _finalize(run_dir: Path) -> pd.DataFrame:
-    """Write results.jsonl/.csv, summary.csv/.md and one plot per metric from the logs."""
-    from fastface_lite.evaluation.metrics import aggregate
-
-    settings = _load_settings(run_dir)["settings"]
-    table = load_results(run_dir)
-    lines = "".join(json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False,
-                               allow_nan=False) + "\n" for row in table.to_dict("records"))
-    _write_text(run_dir / RESULTS_JSONL, lines)
-    _write_text(run_dir / RESULTS_CSV, table.to_csv(index=False))
-    if table.empty:
-        return table
-    metrics = [m for m in SUMMARY_METRICS if m in table.columns
-               and not (m == "id_dlib_similarity" and settings["mode"] == "tiny")]
-    summary = aggregate(table, by=_GROUP_BY, metrics=metrics)
-    # the order the user gave variants and models in, not alphabetical
-    order = {"model": settings["models"], "variant": settings["variants"]}
-    for column, values in order.items():
-        summary[column] = pd.Categorical(summary[column], categories=values, ordered=True)
-    summary["metric"] = pd.Categorical(summary["metric"], categories=metrics, ordered=True)
-    summary = summary.sort_values([*_GROUP_BY, "metric"], kind="stable").reset_index(drop=True)
-    summary[["model", "variant", "metric"]] = summary[["model", "variant", "metric"]].astype(str)
-    _write_text(run_dir / SUMMARY_CSV, summary.to_csv(index=False))
-    _write_text(run_dir / SUMMARY_MD, _summary_markdown(summary, settings))
-    for metric in metrics:
-        _plot_metric(summary, metric, run_dir / PLOTS / f"{metric}.png", settings)
-    return table
-
-
-def _format(value) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
-
-
-def _summary_markdown(summary: pd.DataFrame, settings: dict) -> str:
-    head = (f"# Evaluation summary\n\nmode: {settings['mode']}, adapter: {settings['adapter']}, "
-            f"{settings['num_steps']} steps, seed {settings['seed']}. Mean and 95% percentile-bootstrap "
-            "interval per group; `failures` = images without a detectable face (excluded from the mean).\n")
-    if settings["mode"] == "tiny":
-        head += ("\nTiny mode: random weights, so the images are noise and faces are rarely found; "
-                 "the numbers exercise the pipeline, they do not measure FastFace.\n")
-    columns = list(summary.columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in summary.itertuples(index=False):
-        lines.append("| " + " | ".join(_format(v) for v in row) + " |")
-    return head + "\n" + "\n".join(lines) + "\n"
-
-
-def _plot_metric(summary: pd.DataFrame, metric: str, path: Path, settings: dict) -> None:
-    """Bars of the mean (with the bootstrap interval) per variant, one panel per model."""
-    import io
-
-    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone (Agg canvas)
-
-    rows = summary[summary["metric"] == metric]
-    variants, models = settings["variants"], settings["models"]
-    sets = sorted(rows["prompt_set"].unique())
-    fig = Figure(figsize=(max(4.0, 0.9 * len(variants) * len(models) + 1.5), 3.4))
-    axes = fig.subplots(1, len(models), squeeze=False)[0]
-    width = 0.8 / max(len(sets), 1)
-    for ax, model in zip(axes, models):
-        for j, prompt_set in enumerate(sets):
-            sel = rows[(rows["model"] == model) & (rows["prompt_set"] == prompt_set)]
-            sel = sel.set_index("variant").reindex(variants)
-            x = np.arange(len(variants)) + (j - (len(sets) - 1) / 2) * width
-            mean = sel["mean"].to_numpy(float)
-            err = np.vstack([mean - sel["ci_low"].to_numpy(float), sel["ci_high"].to_numpy(float) - mean])
-            ax.bar(x, np.nan_to_num(mean), width, yerr=np.nan_to_num(err), capsize=3, label=prompt_set)
-            for xi, m in zip(x, mean):
-                if math.isnan(m):
-                    ax.annotate("n/a", (xi, 0), ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(np.arange(len(variants)))
-        ax.set_xticklabels(variants, rotation=30, ha="right", fontsize=8)
-        ax.set_title(model, fontsize=9)
-    axes[0].set_ylabel(metric)
-    axes[-1].legend(fontsize=7, title="prompts", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"{metric}: mean and 95% bootstrap interval ({settings['mode']} mode)", fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    _fsync_write(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -445,31 +332,30 @@ def recompute_metrics(run_dir, *, progress: bool = True, device=None) -> pd.Data
     is set, so a later ``--resume`` keeps the new numbers. Items not finished yet are left out (a
     warning says how many).
     """
-    run_dir = Path(run_dir)
-    settings = _load_settings(run_dir)["settings"]
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() and settings["mode"] == "full" else "cpu"
-    scorers = Scorers(settings["mode"], torch.device(device))
-    records = _merged_records(run_dir)
-    items = [item for item in build_items(settings) if item.key in records]
-    missing = len(build_items(settings)) - len(items)
-    if missing:
-        warnings.warn(f"{run_dir}: {missing} item(s) of the grid are not finished; scoring the "
-                      f"{len(items)} that are", stacklevel=2)
-    from PIL import Image
-    from tqdm.auto import tqdm
+    folder = RunFolder(run_dir)
+    with folder.claim():
+        settings = RunSettings.from_json(folder.load_settings())
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() and settings.mode == "full" else "cpu"
+        scorers = Scorers(settings.mode, torch.device(device))
+        records = folder.records()
+        grid = build_items(settings)
+        items = [item for item in grid if item.key in records]
+        if len(grid) > len(items):
+            warnings.warn(f"{folder.path}: {len(grid) - len(items)} item(s) of the grid are not finished; "
+                          f"scoring the {len(items)} that are", stacklevel=2)
+        from PIL import Image
+        from tqdm.auto import tqdm
 
-    updated = []
-    for item in tqdm(items, unit="image", desc="metrics", disable=not progress):
-        record = dict(records[item.key])
-        with Image.open(run_dir / record["image"]) as image:
-            image = image.convert("RGB")
-        record.update(scorers.score(image, item.prompt, _identity_photo(run_dir, item.identity)))
-        record["metrics_at"] = time.time()
-        updated.append(record)
-    lines = "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}, ensure_ascii=False,
-                               allow_nan=False) + "\n" for r in updated)
-    _write_text(run_dir / RESULTS_JSONL, lines)
-    table = _finalize(run_dir)
-    print(f"{run_dir}: metrics of {len(table)} images recomputed; summary in {run_dir / SUMMARY_MD}")
+        updated = []
+        for item in tqdm(items, unit="image", desc="metrics", disable=not progress):
+            record = dict(records[item.key])
+            with Image.open(folder.path / record["image"]) as image:
+                image = image.convert("RGB")
+            record.update(scorers.score(image, item.prompt, folder.identity_photo(item.identity)))
+            record["metrics_at"] = time.time()
+            updated.append(record)
+        folder.write_records(updated)
+        table = finalize(folder)
+    print(f"{folder.path}: metrics of {len(table)} images recomputed; summary in {folder.path / SUMMARY_MD}")
     return table

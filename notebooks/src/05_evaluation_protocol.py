@@ -51,13 +51,15 @@ print(wb.describe())
 # %%
 import os
 import pandas as pd
-from fastface_lite.evaluation.runner import EvalSpec, build_items, load_results, run_evaluation, run_settings
+from fastface_lite.evaluation.grid import EvalSpec, RunSettings, build_items
+from fastface_lite.evaluation.runner import run_evaluation
+from fastface_lite.evaluation.summary import load_results
 
 os.chdir(wb.figures.parent)  # the repository root, so paths read as in the README's commands
 spec = EvalSpec(identities=("astronaut",), prompt_sets=("realistic", "stylistic"), prompts_per_set=1,
                 variants=("baseline", "fastface-am2"), models=("hyper",), mode=wb.mode,
                 size=64 if wb.tiny else None)  # tiny: 64 px noise images are enough to run everything
-items = build_items(run_settings(spec))
+items = build_items(RunSettings.from_spec(spec))
 pd.DataFrame([(i.variant, i.identity, i.prompt_set, i.prompt, i.seed) for i in items],
              columns=["variant", "identity", "prompt_set", "prompt", "seed"])
 
@@ -219,7 +221,7 @@ print("same results:", again.drop(columns=["seconds", "finished_at"]).equals(res
 # settings in one table would be silently wrong), and so is writing into a run without either flag:
 
 # %%
-from fastface_lite.evaluation.runner import RunFolderError
+from fastface_lite.evaluation.run_folder import RunFolderError
 
 for label, call in {
     "another seed": lambda: run_evaluation(EvalSpec(**{**spec.__dict__, "seed": 1}), run, resume=True, progress=False),

@@ -1,5 +1,5 @@
-"""Metrics (SPEC §5): identity similarity, face size, CLIP alignment, bootstrap aggregation;
-and the shipped prompt sets. Offline, CPU."""
+"""Metrics (SPEC §5): identity similarity, face size, CLIP alignment, bootstrap aggregation.
+Offline, CPU. (The shipped prompt sets are tested in tests/faces/test_photos.py.)"""
 from __future__ import annotations
 
 import math
@@ -11,11 +11,17 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from fastface_lite.faces.photos import face_path, load_prompts, prompt_sets, split_style
+from fastface_lite.evaluation.metrics import (
+    ClipScorer,
+    aggregate,
+    clip_pixels,
+    cosine_similarity,
+    face_size_ratio,
+    identity_similarity,
+)
 from fastface_lite.errors import UnreadableImageError
 from fastface_lite.faces.analyzer import Face, FaceAnalyzer
-from fastface_lite.evaluation.metrics import (ClipScorer, aggregate, clip_pixels, cosine_similarity,
-                                   face_size_ratio, identity_similarity)
+from fastface_lite.faces.photos import face_path
 
 
 @pytest.fixture(scope="module")
@@ -241,25 +247,3 @@ def test_clip_scorer_loads_with_from_pretrained(tiny_clip, tmp_path):
     image, prompt = face_path("astronaut"), "a portrait of an astronaut"
     assert loaded(image, prompt) == pytest.approx(tiny_clip(image, prompt), abs=1e-6)
 
-
-# -------------------------------------------------------------------------------------- prompts
-
-@pytest.mark.parametrize("name", ["realistic", "stylistic"])
-def test_shipped_prompt_sets(name):
-    prompts = load_prompts(name)
-    assert len(prompts) >= 25 and len(set(prompts)) == len(prompts)
-    assert all(p == p.strip().lower() and p and not p.startswith("#") for p in prompts)
-    if name == "stylistic":
-        assert all(all(split_style(p)) for p in prompts)
-    else:
-        assert all(split_style(p)[0] is None for p in prompts)
-
-
-def test_load_prompts_from_path(tmp_path):
-    path = tmp_path / "mine.txt"
-    path.write_text("# a comment\n\n  A Person On A Bridge  \n\t\nOil Painting; A Person\n")
-    assert load_prompts(path) == ["a person on a bridge", "oil painting; a person"]
-    assert split_style("oil painting; a person") == ("oil painting", "a person")
-    assert set(prompt_sets()) >= {"realistic", "stylistic"}
-    with pytest.raises(FileNotFoundError, match="realistic, stylistic"):
-        load_prompts("cartoons")
