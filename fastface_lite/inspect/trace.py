@@ -139,7 +139,8 @@ class Trace:
         unet = self.pipe.unet
         if isinstance(self.pipe, FastFacePipeline):
             # The pipeline installs its own processors per call; nested, they keep this observer
-            # and set the step and branches themselves.
+            # and set the step and branches themselves. This is the one way maps reach a trace:
+            # the pipeline takes no observer of its own.
             self._installation = install(unet, AttentionConfig(), StepContext(), observer=self)
         else:
             pipe = self.pipe
