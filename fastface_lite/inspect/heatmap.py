@@ -1,4 +1,5 @@
-"""One aggregated attention map, as :meth:`fastface_lite.inspect.trace.Trace.maps` returns it, and its plots."""
+"""One aggregated attention map, as :meth:`fastface_lite.inspect.trace.Trace.maps` (and the store's
+:meth:`~fastface_lite.inspect.store.AttentionStore.maps`) return it, and its plots."""
 from __future__ import annotations
 
 from dataclasses import dataclass

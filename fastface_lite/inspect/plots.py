@@ -3,6 +3,8 @@
 Every function builds a ``matplotlib.figure.Figure`` directly (no pyplot state, so nothing piles
 up in loops or tests) and returns it; Jupyter displays a returned figure. One colour scale per
 figure, so cells of a grid compare by colour; every panel title says token, block, step and branch.
+A grid cell with nothing recorded (a branch that step did not evaluate) says "not evaluated"; a
+token or block recorded at no step raises :class:`~fastface_lite.errors.NothingRecorded`.
 
     tr.maps(kind="text", token="reading").plot_overlay(image)
     token_step_grid(tr, ["person", "reading"], image, path="figures/tokens.png")
@@ -19,6 +21,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+
+from fastface_lite.errors import NothingRecorded
 
 CELL = 2.4  # inches per panel
 
@@ -66,7 +70,7 @@ def _draw(ax, values: np.ndarray, rgb: Optional[np.ndarray], *, cmap, vmin, vmax
 def plot_overlay(heatmap, image=None, ax=None, *, alpha: float = 0.55, cmap: str = "jet",
                  vmin: Optional[float] = None, vmax: Optional[float] = None, title: Optional[str] = None,
                  colorbar: bool = False):
-    """Draw one :class:`~fastface_lite.inspect.trace.HeatMap` over ``image`` (or alone when None).
+    """Draw one :class:`~fastface_lite.inspect.heatmap.HeatMap` over ``image`` (or alone when None).
 
     The (R_h, R_w) map is stretched over the whole image (the latent grid covers the picture).
     Returns the Axes (a new figure's when ``ax`` is None).
@@ -120,10 +124,10 @@ def _colorbar(fig: Figure, shown, axes, label: str):
 
 def _grid(cells: list[list], rgb, suptitle: str, path, cmap: str = "jet", alpha: float = 0.55) -> Figure:
     """Rows x cols panels of HeatMaps (None = not evaluated) on one colour scale, one colorbar."""
+    if not cells:
+        raise ValueError("nothing to plot: give at least one token or block")
     rows, cols = len(cells), len(cells[0])
-    maps = [hm for row in cells for hm in row if hm is not None]
-    if not maps:
-        raise ValueError("nothing to plot: no recorded map matches")
+    maps = [hm for row in cells for hm in row if hm is not None]  # not empty: _cells keeps no empty row
     vmin = min(float(hm.values.min()) for hm in maps)
     vmax = max(float(hm.values.max()) for hm in maps)
     fig = Figure(figsize=(cols * CELL + 0.8, rows * (CELL + 0.3) + 0.4), layout="constrained")
@@ -145,14 +149,34 @@ def _grid(cells: list[list], rgb, suptitle: str, path, cmap: str = "jet", alpha:
     return fig
 
 
-def _maybe(tr, **query):
-    """tr.maps(**query), or None where nothing was recorded (a branch a step did not evaluate)."""
-    try:
-        return tr.maps(**query)
-    except ValueError as error:
-        if "nothing recorded" in str(error):
-            return None
-        raise
+def _branch(tr, branch: Optional[str]) -> str:
+    """The branch to show: ``branch``, or the trace's last (FastFace's "text+id")."""
+    if branch:
+        return branch
+    if not tr.branches:
+        raise NothingRecorded("nothing recorded yet: call the pipeline inside `with ff.trace(pipe) as tr:`")
+    return tr.branches[-1]
+
+
+def _cells(tr, rows: Sequence[dict], steps: Sequence[int], **query) -> list[list]:
+    """``tr.maps(**query, **row, step=s)`` for each row and step; None in a cell where nothing was
+    recorded (a branch that step did not evaluate). A row with nothing at any step re-raises its
+    :class:`~fastface_lite.errors.NothingRecorded`: its block or token was not recorded at all."""
+    if not steps:
+        raise ValueError("no steps to plot: pass steps=[...] with recorded steps")
+    cells = []
+    for row in rows:
+        line, missing = [], None
+        for step in steps:
+            try:
+                line.append(tr.maps(**query, **row, step=step))
+            except NothingRecorded as error:
+                line.append(None)
+                missing = missing or error
+        if missing is not None and all(hm is None for hm in line):
+            raise missing
+        cells.append(line)
+    return cells
 
 
 def token_step_grid(tr, tokens: Sequence, image=None, *, kind: str = "text", block=None,
@@ -162,10 +186,9 @@ def token_step_grid(tr, tokens: Sequence, image=None, *, kind: str = "text", blo
 
     Returns a figure with len(tokens) x len(steps) panels plus one colorbar axes.
     """
+    branch = _branch(tr, branch)
     steps = list(tr.steps if steps is None else steps)
-    branch = branch or tr.branches[-1]
-    cells = [[_maybe(tr, kind=kind, token=t, block=block, step=s, branch=branch, stage=stage) for s in steps]
-             for t in tokens]
+    cells = _cells(tr, [dict(token=t) for t in tokens], steps, kind=kind, block=block, branch=branch, stage=stage)
     return _grid(cells, None if image is None else to_rgb(image),
                  f"{kind} attention by token and step · branch {branch}", path)
 
@@ -177,11 +200,10 @@ def block_step_grid(tr, token, image=None, *, kind: str = "text", blocks: Option
 
     Returns a figure with len(blocks) x len(steps) panels plus one colorbar axes.
     """
+    branch = _branch(tr, branch)
     blocks = list(tr.blocks if blocks is None else blocks)
     steps = list(tr.steps if steps is None else steps)
-    branch = branch or tr.branches[-1]
-    cells = [[_maybe(tr, kind=kind, token=token, block=b, step=s, branch=branch, stage=stage) for s in steps]
-             for b in blocks]
+    cells = _cells(tr, [dict(block=b) for b in blocks], steps, kind=kind, token=token, branch=branch, stage=stage)
     return _grid(cells, None if image is None else to_rgb(image),
                  f"{kind} attention by block and step · branch {branch}", path)
 
@@ -194,8 +216,8 @@ def raw_vs_used(tr, token=None, image=None, *, blocks: Optional[Sequence[str]] =
     around 0 (red: AM added attention, blue: removed). Non-target blocks show a zero difference.
     Returns a figure with 3 x len(blocks) panels plus two colorbar axes.
     """
+    branch = _branch(tr, branch)
     blocks = list(tr.blocks if blocks is None else blocks)
-    branch = branch or tr.branches[-1]
     rgb = None if image is None else to_rgb(image)
     pairs = [(tr.maps(kind="id", token=token, block=b, step=step, branch=branch, stage="raw"),
               tr.maps(kind="id", token=token, block=b, step=step, branch=branch, stage="used")) for b in blocks]

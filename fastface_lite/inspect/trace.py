@@ -15,16 +15,19 @@ What is recorded, per ``attn2`` layer and UNet evaluation:
 * ``kind="id"``: the ID-token probabilities of the decoupled IP branch (B, heads, N, T), both
   ``stage="raw"`` (before AM) and ``stage="used"`` (after AM; equal to raw where AM is off).
 
-How it is aggregated before anything is stored (so memory does not grow with layers or heads),
-and the memory bound that follows, are in :mod:`fastface_lite.inspect.store`; a query returns a
-:class:`~fastface_lite.inspect.heatmap.HeatMap`.
+A :class:`Trace` owns an :class:`~fastface_lite.inspect.store.AttentionStore` (``tr.store``): the
+trace hooks the pipeline, installs the processors, receives their maps and turns words and token
+positions into rows of the store; the store aggregates (how, and the memory bound that follows, are
+in :mod:`fastface_lite.inspect.store`) and answers queries with a
+:class:`~fastface_lite.inspect.heatmap.HeatMap`. A query for maps that were not recorded raises
+:class:`~fastface_lite.errors.NothingRecorded`; a malformed one raises :class:`ValueError`.
 
 Pipelines: :class:`~fastface_lite.sdxl.pipeline.FastFacePipeline` (its call nests its own processors
-under the tracer's and keeps the tracer as observer), and a stock ``StableDiffusionXLPipeline``
-with an IP adapter, where the tracer installs FastFace processors with AM off and names the branches
-``("uncond", "cond")`` with CFG, ``("cond",)`` without. The pipeline is left exactly as found on
-exit, also after an exception. Recording takes the explicit attention path, so outputs can differ
-from an unrecorded run by float rounding.
+under the tracer's and keeps the tracer as observer: the one way maps reach a trace), and a stock
+``StableDiffusionXLPipeline`` with an IP adapter, where the tracer installs FastFace processors with
+AM off and names the branches ``("uncond", "cond")`` with CFG, ``("cond",)`` without. The pipeline
+is left exactly as found on exit, also after an exception. Recording takes the explicit attention
+path, so outputs can differ from an unrecorded run by float rounding.
 """
 from __future__ import annotations
 
@@ -32,24 +35,21 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
+from fastface_lite.errors import NothingRecorded
+from fastface_lite.inspect.heatmap import HeatMap
+from fastface_lite.inspect.store import KINDS, AttentionStore, Selector, as_list, format_indices, matches_block
 from fastface_lite.method.am import attention_probs
-from fastface_lite.inspect.store import AttentionStore, Selector, _as_list, _matches, _numbers
 from fastface_lite.method.am_config import AttentionConfig
 from fastface_lite.sdxl.processor import StepContext, install
-# moved to attention_store / heatmap; still importable from here
-from fastface_lite.inspect.store import PARTS, block_name, memory_bound  # noqa: F401
-from fastface_lite.inspect.heatmap import HeatMap  # noqa: F401
 
 
-# ----------------------------------------------------------------------------------------------
-# the tracer
-# ----------------------------------------------------------------------------------------------
-class Trace(AttentionStore):
+class Trace:
     """Attention recorder for one pipeline; a context manager made by :func:`trace`.
 
     It is the :class:`~fastface_lite.sdxl.processor.AttentionObserver` of the FastFace processors it
-    installs. Queries (:meth:`maps`) work during and after the ``with`` block; the store and the
-    queries are in :class:`~fastface_lite.inspect.store.AttentionStore`.
+    installs, and owns the :class:`~fastface_lite.inspect.store.AttentionStore` (``store``) the maps
+    go to. Queries (:meth:`maps`) work during and after the ``with`` block. The arguments are
+    those of :func:`trace`.
     """
 
     def __init__(
@@ -73,35 +73,18 @@ class Trace(AttentionStore):
     ):
         if not (text or id):
             raise ValueError("nothing to record: pass text=True and/or id=True")
-        bad = [s for s in stages if s not in ("raw", "used")]
-        if bad or not stages:
-            raise ValueError(f"stages must be a non-empty subset of ('raw', 'used'), got {tuple(stages)}")
-        if group not in ("block", "layer"):
-            raise ValueError(f"group must be 'block' or 'layer', got {group!r}")
+        self.store = AttentionStore(stages=stages, group=group, keep_heads=keep_heads, per_image=per_image,
+                                    resolution=resolution, branches=branches)
         self.pipe = pipe
         self.wants_text = bool(text)  # read by the processors: text probabilities cost an extra pass
-        self.record_id = bool(id)
-        self.stages = tuple(stages)
-        self.group = group
-        self.keep_heads = keep_heads
-        self.per_image = per_image
+        self._record_id = bool(id)
         self.on_layer = on_layer
         self._text_request = text_tokens
-        self._id_request = None if id_tokens is None else [int(t) for t in _as_list(id_tokens)]
-        self._steps = None if steps is None else {int(s) for s in _as_list(steps)}
-        self._blocks = None if blocks is None else _as_list(blocks)
-        self._branches = None if branches is None else set(_as_list(branches))
-        if isinstance(resolution, int):
-            resolution = (resolution, resolution)
-        self.resolution: Optional[tuple[int, int]] = None if resolution is None else tuple(resolution)
-
-        self._sums: dict[tuple, torch.Tensor] = {}  # (kind, stage, group, step, branch) -> (K, I, Hd, R_h, R_w)
-        self._counts: dict[tuple, int] = {}
-        self._text_positions: Optional[list[int]] = None  # rows of the text store = prompt positions
+        self._id_request = None if id_tokens is None else [int(t) for t in as_list(id_tokens)]
+        self._steps = None if steps is None else {int(s) for s in as_list(steps)}
+        self._blocks = None if blocks is None else as_list(blocks)
+        self._text_positions: Optional[list[int]] = None  # rows of the text store = these prompt positions
         self._id_positions: Optional[list[int]] = None
-        self._groups: dict[str, None] = {}  # insertion-ordered: UNet order
-        self._branch_index: dict[str, int] = {}
-        self.timesteps: dict[int, float] = {}
         self._latent_hw: Optional[tuple[int, int]] = None
         self._prompts: list[tuple[int, ...]] = []
         self._prompt_open = True
@@ -110,6 +93,42 @@ class Trace(AttentionStore):
         self._hooks: list = []
         if prompt is not None:
             self._prompts.append(tuple(self._tokenizer()(prompt, padding="max_length", truncation=True).input_ids))
+
+    # -- what the store holds (see AttentionStore) ------------------------------------------------
+    @property
+    def blocks(self) -> list[str]:
+        """Recorded blocks (or layers with group="layer"), in UNet order."""
+        return self.store.blocks
+
+    @property
+    def steps(self) -> list[int]:
+        """Recorded step indices, ascending."""
+        return self.store.steps
+
+    @property
+    def branches(self) -> list[str]:
+        """Recorded branch names in batch order, e.g. ["uncond", "id", "text+id"]."""
+        return self.store.branches
+
+    @property
+    def timesteps(self) -> dict[int, float]:
+        """Step index -> scheduler timestep, of every recorded step."""
+        return self.store.timesteps
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the store's tensors (what :func:`~fastface_lite.inspect.store.memory_bound` bounds)."""
+        return self.store.nbytes
+
+    @property
+    def resolution(self) -> Optional[tuple[int, int]]:
+        """The common (R_h, R_w) of every map; None until the first map is recorded."""
+        return self.store.resolution
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The ID stages kept, e.g. ("raw", "used")."""
+        return self.store.stages
 
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> "Trace":
@@ -120,7 +139,8 @@ class Trace(AttentionStore):
         unet = self.pipe.unet
         if isinstance(self.pipe, FastFacePipeline):
             # The pipeline installs its own processors per call; nested, they keep this observer
-            # and set the step and branches themselves.
+            # and set the step and branches themselves. This is the one way maps reach a trace:
+            # the pipeline takes no observer of its own.
             self._installation = install(unet, AttentionConfig(), StepContext(), observer=self)
         else:
             pipe = self.pipe
@@ -176,11 +196,11 @@ class Trace(AttentionStore):
                 self.on_layer(layer, "text", None, context, probs)
             if self._text_positions is None:
                 self._text_positions = self._resolve_text_request(probs.shape[-1])
-            self._add("text", None, layer, context, probs[..., self._text_positions])
+            self.store.add_text(layer, context, probs[..., self._text_positions], self._latent_hw)
 
     def on_id_attention(self, layer: str, context: StepContext, raw, used) -> None:
         """raw, used: (B, heads, N, T) ID-token probabilities before and after AM."""
-        if not self.record_id or not self._wanted(layer, context):
+        if not self._record_id or not self._wanted(layer, context):
             return
         with torch.no_grad():
             if self.on_layer is not None:
@@ -188,25 +208,59 @@ class Trace(AttentionStore):
                 self.on_layer(layer, "id", "used", context, used)
             if self._id_positions is None:
                 self._id_positions = self._resolve_id_request(raw.shape[-1])
-            reduced = {}
-            for stage, probs in (("raw", raw), ("used", used)):
-                if stage not in self.stages:
-                    continue
-                if stage == "used" and used is raw and "raw" in reduced:
-                    reduced[stage] = reduced["raw"]  # AM off here: same tensor, reduce once
-                else:
-                    reduced[stage] = self._reduce(probs[..., self._id_positions], context)
-                self._accumulate("id", stage, layer, context, reduced[stage])
+            positions = self._id_positions
+            picked_raw = raw[..., positions]
+            # AM off: used is raw; keep them one tensor so the store reduces it once
+            picked_used = picked_raw if used is raw else used[..., positions]
+            self.store.add_id(layer, context, picked_raw, picked_used, self._latent_hw)
 
     def _wanted(self, layer: str, context: StepContext) -> bool:
         if context.step_index is None:
             return False
         if self._steps is not None and context.step_index not in self._steps:
             return False
-        return self._blocks is None or any(_matches(layer, b) for b in self._blocks)
+        return self._blocks is None or any(matches_block(layer, b) for b in self._blocks)
 
-    def _add(self, kind, stage, layer, context, probs) -> None:
-        self._accumulate(kind, stage, layer, context, self._reduce(probs, context))
+    # -- the query ------------------------------------------------------------------------------
+    def maps(
+        self,
+        kind: str = "text",
+        token: Selector = None,
+        block: Union[None, str, Sequence[str]] = None,
+        step: Union[None, int, Sequence[int]] = None,
+        branch: Optional[str] = None,
+        stage: str = "used",
+        image: Optional[int] = None,
+        head: Optional[int] = None,
+    ) -> HeatMap:
+        """One heat map: the mean over the selected tokens, blocks and steps.
+
+        Args:
+            kind: "text" (prompt tokens) or "id" (ID tokens of the IP branch).
+            token: text: a word of the prompt (all its BPE tokens, every occurrence), a position
+                0..76, or a list of them; id: an index 0..T-1, a list, or None for all.
+                Several tokens give their mean.
+            block: a block ("down_blocks.1", "mid_block", ...), a part ("down", "mid", "up"),
+                a layer name (with group="layer"), a list of these, or None for all recorded.
+            step: a step index, a list, or None for all steps where ``branch`` was evaluated.
+            branch: a branch name; None picks the last branch in batch order (FastFace's "text+id",
+                a stock pipeline's "cond").
+            stage: "raw" (before AM) or "used" (after AM); ID maps only, text has no AM.
+            image: with per_image=True, the image within the branch; None averages them.
+            head: with keep_heads=True, the head; None averages them.
+        Returns:
+            :class:`~fastface_lite.inspect.heatmap.HeatMap` of shape (R_h, R_w): the equal-weight
+            mean of the per-(block, step) maps selected, each the mean of its layers.
+        Raises:
+            ValueError: a malformed query (unknown kind or stage, a text query without a token,
+                a word not in the prompt). NothingRecorded: maps that were not recorded (a branch
+                a step did not evaluate, a block, step, stage or token the trace did not keep).
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind must be 'text' or 'id', got {kind!r}")
+        rows, label = self._rows(kind, token)
+        return self.store.maps(kind, rows, label=label, block=block, step=step, branch=branch, stage=stage,
+                               image=image, head=head)
 
     # -- tokens ---------------------------------------------------------------------------------
     def _tokenizer(self):
@@ -283,7 +337,7 @@ class Trace(AttentionStore):
         if self._text_request is None:
             return list(range(length))
         positions = []
-        for t in _as_list(self._text_request):
+        for t in as_list(self._text_request):
             positions += self.token_positions(t) if isinstance(t, str) else [int(t)]
         bad = [p for p in positions if not 0 <= p < length]
         if bad:
@@ -300,18 +354,24 @@ class Trace(AttentionStore):
 
     def _rows(self, kind: str, token: Selector) -> tuple[list[int], str]:
         """Rows of the store and a label for the token(s) asked for."""
+        if token is not None and not as_list(token):
+            raise ValueError(f"token={token!r} selects no token; give a token or a list of them")
         if kind == "id":
-            recorded = self._id_positions or []
-            wanted = recorded if token is None else [int(t) for t in _as_list(token)]
+            recorded = self._id_positions
+            if recorded is None:
+                raise NothingRecorded("no id maps were recorded")
+            wanted = recorded if token is None else [int(t) for t in as_list(token)]
             missing = [t for t in wanted if t not in recorded]
-            if missing or not wanted:
-                raise ValueError(f"ID tokens {missing or wanted} were not recorded; recorded: {recorded}")
-            return [recorded.index(t) for t in wanted], f"id {_numbers(wanted)}"
+            if missing:
+                raise NothingRecorded(f"ID tokens {missing} were not recorded; recorded: {recorded}")
+            return [recorded.index(t) for t in wanted], f"id {format_indices(wanted)}"
         if token is None:
             raise ValueError("kind='text' needs a token: a word of the prompt or a position (0..76)")
-        recorded = self._text_positions or []
+        recorded = self._text_positions
+        if recorded is None:
+            raise NothingRecorded("no text maps were recorded")
         positions, labels = [], []
-        for t in _as_list(token):
+        for t in as_list(token):
             if isinstance(t, str):
                 positions += self.token_positions(t)
                 labels.append(repr(t))
@@ -320,7 +380,7 @@ class Trace(AttentionStore):
                 labels.append(self._position_label(int(t)))
         missing = [p for p in positions if p not in recorded]
         if missing:
-            raise ValueError(f"text positions {missing} were not recorded (trace(..., text_tokens=...))")
+            raise NothingRecorded(f"text positions {missing} were not recorded (trace(..., text_tokens=...))")
         positions = sorted(set(positions))
         return [recorded.index(p) for p in positions], " + ".join(labels)
 
@@ -330,6 +390,7 @@ class Trace(AttentionStore):
             return f"#{position} {token.replace('</w>', '')!r}"
         except ValueError:
             return f"#{position}"
+
 
 
 def trace(pipe, **options) -> Trace:

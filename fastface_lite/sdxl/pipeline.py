@@ -27,7 +27,7 @@ from fastface_lite.method import dcg
 from fastface_lite.method.branches import branches_for_step
 from fastface_lite.method.config import FastFaceConfig
 from fastface_lite.errors import ConfigError
-from fastface_lite.sdxl.processor import AttentionObserver, StepContext, install
+from fastface_lite.sdxl.processor import StepContext, install
 
 
 @dataclass
@@ -102,7 +102,6 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         target_size=None,
         callback_on_step_end: Optional[Callable] = None,
         callback_on_step_end_tensor_inputs=("latents",),
-        attention_observer: Optional[AttentionObserver] = None,
         evaluate_all_branches: bool = False,
     ):
         """Generate with FastFace.
@@ -116,7 +115,6 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                 or pass them as ``id_clip_embeds`` (then the layer is left alone).
                 :func:`fastface_lite.sdxl.adapter.id_inputs` builds both.
             num_inference_steps: must equal ``fastface.num_steps`` when given.
-            attention_observer: receives ID/text attention maps (see the recorder).
             evaluate_all_branches: evaluate all three branches at every step, as the reference
                 does (for comparisons and benchmarks; the result is the same within 1e-6).
             Others: as in ``StableDiffusionXLPipeline``.
@@ -191,8 +189,7 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         saved_clip = {layer: layer.clip_embeds for layer in inputs.clip_embeds}
 
         # 3. the loop; processors and CLIP embeddings are restored however the loop ends
-        installation = install(self.unet, cfg.attention, context, ip_scale=cfg.ip_adapter_scale,
-                               observer=attention_observer)
+        installation = install(self.unet, cfg.attention, context, ip_scale=cfg.ip_adapter_scale)
         try:
             with self.progress_bar(total=len(timesteps)) as progress:
                 for i, t in enumerate(timesteps):

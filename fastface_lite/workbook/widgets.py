@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from fastface_lite.errors import ConfigError, NothingRecorded
 from fastface_lite.method.config import FastFaceConfig, VARIANTS
 from fastface_lite.method.dcg_config import GuidanceConfig
-from fastface_lite.errors import ConfigError
 from fastface_lite.inspect.plots import figure_png
 from fastface_lite.method.schedules import SCHEDULE_SHAPES, WeightSchedule
 
@@ -357,7 +357,7 @@ class AttentionInspector:
             return None
         try:
             heatmap = self.trace.maps(**self.query())
-        except ValueError as error:
+        except (ValueError, NothingRecorded) as error:  # a selection with no maps, or a bad one: say why
             self.summary.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
             return None
         values = heatmap.to_numpy()

@@ -1,27 +1,16 @@
-"""The attention recorder: probabilities as recorded, raw vs AM, token lookup, memory, restore, plots."""
-import matplotlib
+"""The tracer: what it records from a pipeline run, token lookup, query errors, restoring the
+pipeline, stock pipelines. The store's aggregation is in test_store.py, the figures in test_plots.py."""
+import pytest
+import torch
+from diffusers import StableDiffusionXLPipeline
 
-matplotlib.use("Agg")
+import fastface_lite as ff
+from fastface_lite.errors import NothingRecorded
+from fastface_lite.inspect.trace import trace
+from fastface_lite.method.am import adain, manipulate
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from diffusers import StableDiffusionXLPipeline  # noqa: E402
-
-import fastface_lite as ff  # noqa: E402
-from fastface_lite.inspect import plots as viz  # noqa: E402
-from fastface_lite.method.am import adain, manipulate  # noqa: E402
-from fastface_lite.inspect.trace import memory_bound, trace  # noqa: E402
-
-from conftest import random_id_inputs  # noqa: E402
-
-PROMPT = "a photo of a person reading in a photorealistic park"  # "photorealistic" is 2 BPE tokens
-BLOCKS = ["down_blocks.1", "down_blocks.2", "mid_block", "up_blocks.0", "up_blocks.1"]
-
-
-def run(pipe, preset="fastface-am2", output_type="latent", **kw):
-    cfg = preset if isinstance(preset, ff.FastFaceConfig) else ff.FastFaceConfig.preset(preset)
-    return pipe(prompt=PROMPT, fastface=cfg, generator=torch.Generator().manual_seed(0),
-                output_type=output_type, **random_id_inputs(pipe).call_kwargs(), **kw)
+from conftest import random_id_inputs
+from traced_runs import BLOCKS, PROMPT, run
 
 
 def processors_and_hooks(pipe):
@@ -33,6 +22,15 @@ def assert_unchanged(pipe, before):
     procs, unet_hooks, text_hooks = processors_and_hooks(pipe)
     assert procs.keys() == before[0].keys() and all(procs[k] is before[0][k] for k in procs)
     assert unet_hooks == before[1] and text_hooks == before[2]
+
+
+def recorded(tr, layer, step, branch, stage) -> bool:
+    """Whether the trace holds ID maps of ``layer`` at ``step`` for ``branch``."""
+    try:
+        tr.maps(kind="id", block=layer, step=step, branch=branch, stage=stage)
+    except NothingRecorded:
+        return False
+    return True
 
 
 # -- probabilities as recorded ------------------------------------------------------------------
@@ -67,7 +65,7 @@ def test_raw_and_used_follow_ip_attention_maps(tiny_faceid, preset):
 
     def layer_probs(layer, step, stage):
         """(B, heads, N, 4) rebuilt from the store, branch-major as the UNet batch."""
-        branches = [b for b in tr.branches if (("id", stage, layer, step, b) in tr._sums)]
+        branches = [b for b in tr.branches if recorded(tr, layer, step, b, stage)]
         per_branch = [torch.stack([torch.stack([
             tr.maps(kind="id", token=t, block=layer, step=step, branch=b, stage=stage, image=0, head=h)
             .values.flatten() for t in range(4)], -1) for h in range(heads)]) for b in branches]
@@ -117,50 +115,39 @@ def test_word_lookup_matches_the_tokenizer(tiny_faceid):
 
 
 def test_queries_explain_mistakes(tiny_faceid):
-    with trace(tiny_faceid, stages=("used",)) as tr:
+    with trace(tiny_faceid, stages=("used",), text_tokens=["person", 2], id_tokens=[0, 1]) as tr:
         run(tiny_faceid, "baseline")  # baseline evaluates only the text+id branch
-    assert tr.branches == ["text+id"]
+    assert tr.branches == ["text+id"] and tr.id_tokens == [0, 1]
+    # asked wrongly, whatever was recorded: ValueError
     with pytest.raises(ValueError, match="needs a token"):
         tr.maps(kind="text")
-    with pytest.raises(ValueError, match="branch 'uncond' was not recorded"):
+    with pytest.raises(ValueError, match="selects no token"):
+        tr.maps(kind="id", token=[])
+    with pytest.raises(ValueError, match="kind must be"):
+        tr.maps(kind="face")
+    with pytest.raises(ValueError, match="'dog' is not in the prompt"):
+        tr.maps(kind="text", token="dog")
+    # asked for what this trace did not record: NothingRecorded, saying what it did record
+    with pytest.raises(NothingRecorded, match="branch 'uncond' was not recorded"):
         tr.maps(kind="id", branch="uncond")
-    with pytest.raises(ValueError, match="stage 'raw' was not recorded"):
+    with pytest.raises(NothingRecorded, match="stage 'raw' was not recorded"):
         tr.maps(kind="id", stage="raw")
-    with pytest.raises(ValueError, match="recorded: \\['down_blocks.1'"):
+    with pytest.raises(NothingRecorded, match="recorded: \\['down_blocks.1'"):
         tr.maps(kind="id", block="down_blocks.0")
-    with pytest.raises(ValueError, match="per_image=True"):
+    with pytest.raises(NothingRecorded, match="per_image=True"):
         tr.maps(kind="id", image=0)
+    with pytest.raises(NothingRecorded, match=r"ID tokens \[3\] were not recorded; recorded: \[0, 1\]"):
+        tr.maps(kind="id", token=[0, 3])
+    with pytest.raises(NothingRecorded, match=r"text positions \[6\] were not recorded"):
+        tr.maps(kind="text", token="reading")
+    assert tr.maps(kind="text", token=["person", 2]).token == "'person' + #2 'photo'"
+    with trace(tiny_faceid, text=False) as ids_only:
+        run(tiny_faceid, "baseline")
+    with pytest.raises(NothingRecorded, match="no text maps were recorded"):
+        ids_only.maps(kind="text", token="person")
 
 
-def test_images_of_a_branch_are_averaged_or_kept_by_index(tiny_faceid):
-    with trace(tiny_faceid, text=False, per_image=True) as each:
-        run(tiny_faceid, "baseline", num_images_per_prompt=2)
-    with trace(tiny_faceid, text=False) as averaged:
-        run(tiny_faceid, "baseline", num_images_per_prompt=2)
-    first, second = (each.maps(kind="id", token=0, image=i).values for i in (0, 1))
-    assert not torch.allclose(first, second)  # different noise, different maps
-    mean = averaged.maps(kind="id", token=0).values
-    torch.testing.assert_close((first + second) / 2, mean)
-    torch.testing.assert_close(each.maps(kind="id", token=0).values, mean)
-
-
-# -- memory, restore, stock pipelines -----------------------------------------------------------
-def test_memory_bound_holds_on_a_4_step_run(tiny_faceid):
-    with trace(tiny_faceid) as tr:
-        run(tiny_faceid, "fastface-am2")  # 3 branches at all 4 steps
-        first = tr.nbytes
-        run(tiny_faceid, "fastface-am2")  # a second run accumulates in place
-    assert tr.resolution == (16, 16) and tr.blocks == BLOCKS
-    bound = memory_bound(tr.resolution, groups=5, steps=4, branches=3, text_tokens=77, id_tokens=4, stages=2)
-    assert first == tr.nbytes == bound  # every (kind, block, step, branch) filled: the bound is reached
-    assert bound == 4 * 16 * 16 * 5 * 4 * 3 * (77 + 2 * 4)  # about 5 MB, whatever the layer count
-    # asking for less stores less: two words (3 tokens), one stage, two steps, one branch
-    with trace(tiny_faceid, text_tokens=["person", "photorealistic"], stages=("used",), steps=[1, 2],
-               branches=["text+id"]) as small:
-        run(tiny_faceid, "fastface-am2")
-    assert small.nbytes == memory_bound((16, 16), 5, 2, 1, text_tokens=3, id_tokens=4, stages=1)
-
-
+# -- restore, stock pipelines ------------------------------------------------------------------
 def test_pipeline_unchanged_after_exit_and_after_an_exception(tiny_faceid):
     before = processors_and_hooks(tiny_faceid)
     expected = run(tiny_faceid, "fastface-am1").images
@@ -208,55 +195,3 @@ def test_stock_pipeline_with_and_without_cfg(tiny_faceid, guidance_scale, branch
         uncond, cond = (tr.maps(kind="id", token=0, branch=b).values for b in branches)
         assert not torch.allclose(uncond, cond)
     assert tr.maps(kind="text", token="reading").values.shape == (16, 16)
-
-
-# -- plots --------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def traced(tiny_faceid):
-    with trace(tiny_faceid) as tr:
-        image = run(tiny_faceid, "fastface-am2", output_type="pil").images[0]
-    return tr, image
-
-
-def titles(fig):
-    return [ax.get_title() for ax in fig.axes if ax.get_title()]
-
-
-def test_overlay_and_save(traced, tmp_path):
-    tr, image = traced
-    hm = tr.maps(kind="text", token="reading", block="up_blocks.0", step=1)
-    ax = hm.plot_overlay(image)
-    assert ax.get_title() == "'reading' · step 1\nup_blocks.0 · text+id" and len(ax.images) == 2
-    assert hm.title == "'reading' · up_blocks.0 · step 1 · text+id"
-    assert hm.to_numpy().shape == (16, 16)
-    path = hm.save(tmp_path / "figures" / "reading.png", image)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_grids_have_one_panel_per_cell_and_say_what_they_show(traced, tmp_path):
-    tr, image = traced
-    fig = viz.token_step_grid(tr, ["person", "reading", 2], image, path=tmp_path / "tokens.png")
-    assert len(fig.axes) == 3 * 4 + 1  # panels + the shared colorbar
-    assert all("text+id" in t and "all blocks" in t and "step" in t for t in titles(fig))
-    assert titles(fig)[0].startswith("'person' · step 0") and "#2 'photo'" in titles(fig)[8]
-    assert (tmp_path / "tokens.png").is_file()
-    fig = viz.block_step_grid(tr, 0, image, kind="id", branch="uncond", stage="raw")
-    assert len(fig.axes) == 5 * 4 + 1
-    assert titles(fig)[0] == "id 0 · step 0\ndown_blocks.1 · uncond · raw"
-    # one colour scale for the whole figure
-    limits = {ax.images[-1].get_clim() for ax in fig.axes[:-1]}
-    assert len(limits) == 1
-
-
-def test_raw_vs_used_shows_the_difference(traced, tmp_path):
-    tr, image = traced
-    fig = viz.raw_vs_used(tr, image=image, step=1, path=tmp_path / "am.png")
-    assert len(fig.axes) == 5 * 3 + 2  # raw, used, difference per block + two colorbars
-    assert titles(fig)[:3] == [
-        "id 0-3 · step 1\ndown_blocks.1 · text+id · raw",
-        "id 0-3 · step 1\ndown_blocks.1 · text+id · used",
-        "id 0-3 · step 1\ndown_blocks.1 · text+id · used − raw",
-    ]
-    mid_diff = fig.axes[3 * BLOCKS.index("mid_block") + 2].images[-1].get_array()
-    assert abs(mid_diff).max() == 0  # mid is not an AM target
-    assert (tmp_path / "am.png").read_bytes()[:4] == b"\x89PNG"
