@@ -30,7 +30,8 @@ test: setup chromium
 	$(PY) -m pytest -q $(NBVAL) notebooks/*.ipynb
 	$(PY) -m pytest -q tests/browser
 
-# Rebuild the notebooks from notebooks/src/*.py and store fresh outputs (then commit both).
+# Rebuild the notebooks from their jupytext-paired sources notebooks/src/*.py (notebooks/jupytext.toml):
+# badge and Colab set-up cell in front, run with nbclient in tiny mode, outputs stored (commit both).
 notebooks: setup
 	$(PY) notebooks/build.py
 
