@@ -6,7 +6,7 @@ export FASTFACE_MODE ?= tiny
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test notebooks lab bench clean chromium browser-test
+.PHONY: setup demo lint test notebooks lab bench clean chromium browser-test
 
 setup: $(STAMP)
 
@@ -21,11 +21,17 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 demo: setup
 	$(VENV)/bin/fastface demo --out figures
 
-# Unit tests, every notebook re-run under nbval against its stored outputs (tiny mode, CPU), and
-# notebook 03 driven in a real headless browser (about 40 s; chromium comes from apt, see below).
+# Code checks, the first step of `make test`: import-linter's contracts in pyproject.toml (the layers
+# of fastface_lite/__init__.py).
+lint: setup
+	$(VENV)/bin/lint-imports --no-cache --no-logo
+
+# The code checks, unit tests, every notebook re-run under nbval against its stored outputs (tiny
+# mode, CPU), and notebook 03 driven in a real headless browser (about 40 s; chromium comes from apt,
+# see below).
 NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with notebooks/sanitize.cfg
 
-test: setup chromium
+test: setup lint chromium
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q $(NBVAL) notebooks/*.ipynb
 	$(PY) -m pytest -q tests/browser
