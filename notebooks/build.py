@@ -98,6 +98,29 @@ def run(nb: nbformat.NotebookNode, timeout: int = 900) -> None:
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
     for cell in nb.cells:  # wall-clock stamps would make every rebuild a diff
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = _joined_streams(cell.outputs)
+
+
+def _joined_streams(outputs: list) -> list:
+    """`outputs` with each run of stdout (or stderr) pieces joined into one output.
+
+    How a cell's printing is cut into pieces depends on timing; joined, a rebuild that prints the
+    same text stores the same outputs.
+    """
+    joined = []
+    for out in outputs:
+        previous = joined[-1] if joined else None
+        if (
+            out.output_type == "stream"
+            and previous is not None
+            and previous.output_type == "stream"
+            and previous.name == out.name
+        ):
+            previous.text += out.text
+        else:
+            joined.append(out)
+    return joined
 
 
 def main(argv=None) -> None:
