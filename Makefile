@@ -21,9 +21,16 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 demo: setup
 	$(VENV)/bin/fastface demo --out figures
 
-# Code checks, the first step of `make test`: import-linter's contracts in pyproject.toml (the layers
-# of fastface_lite/__init__.py).
+# Code checks, the first step of `make test` (settings in pyproject.toml): ruff's linter over the code,
+# ruff's formatter in check mode, and import-linter's contracts (the layers of fastface_lite/__init__.py).
+# `ruff check --fix PATH` and `ruff format PATH` apply them. FORMATTED lists what `ruff format` has been
+# run on; once fastface_lite and tests are formatted too, it becomes $(LINTED).
+LINTED    := fastface_lite tests bench notebooks/build.py notebooks/src
+FORMATTED := bench tests/browser tests/test_layers.py notebooks/build.py notebooks/src
+
 lint: setup
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(FORMATTED)
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 # The code checks, unit tests, every notebook re-run under nbval against its stored outputs (tiny

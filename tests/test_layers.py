@@ -32,13 +32,25 @@ def test_the_package_keeps_every_contract():
 
 # (file in the copy, line appended to it, contract id, what the report must name)
 BREAKS = [
-    ("method/config.py", "import fastface_lite.workbook", "layers",
-     "fastface_lite.method.config -> fastface_lite.workbook"),
-    ("inspect/heatmap.py", "import fastface_lite.faces.images", "layers",
-     "fastface_lite.inspect.heatmap -> fastface_lite.faces.images"),
+    (
+        "method/config.py",
+        "import fastface_lite.workbook",
+        "layers",
+        "fastface_lite.method.config -> fastface_lite.workbook",
+    ),
+    (
+        "inspect/heatmap.py",
+        "import fastface_lite.faces.images",
+        "layers",
+        "fastface_lite.inspect.heatmap -> fastface_lite.faces.images",
+    ),
     ("method/dcg.py", "import diffusers", "method-torch-only", "fastface_lite.method.dcg -> diffusers"),
-    ("faces/images.py", "import fastface_lite.sdxl.mode", "faces-without-sdxl",
-     "fastface_lite.faces.images -> fastface_lite.sdxl.mode"),
+    (
+        "faces/images.py",
+        "import fastface_lite.sdxl.mode",
+        "faces-without-sdxl",
+        "fastface_lite.faces.images -> fastface_lite.sdxl.mode",
+    ),
 ]
 
 
