@@ -6,7 +6,7 @@ export FASTFACE_MODE ?= tiny
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test notebooks lab bench clean chromium browser-test
+.PHONY: setup demo lint test notebooks lab bench clean chromium browser-test
 
 setup: $(STAMP)
 
@@ -21,16 +21,28 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 demo: setup
 	$(VENV)/bin/fastface demo --out figures
 
-# Unit tests, every notebook re-run under nbval against its stored outputs (tiny mode, CPU), and
-# notebook 03 driven in a real headless browser (about 40 s; chromium comes from apt, see below).
+# Code checks, the first step of `make test` (settings in pyproject.toml): ruff's linter over the code,
+# ruff's formatter in check mode, and import-linter's contracts (the layers of fastface_lite/__init__.py).
+LINTED    := fastface_lite tests bench notebooks/build.py notebooks/src
+FORMATTED := $(LINTED)
+
+lint: setup
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(FORMATTED)
+	$(VENV)/bin/lint-imports --no-cache --no-logo
+
+# The code checks, unit tests, every notebook re-run under nbval against its stored outputs (tiny
+# mode, CPU), and notebook 03 driven in a real headless browser (about 40 s; chromium comes from apt,
+# see below).
 NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with notebooks/sanitize.cfg
 
-test: setup chromium
+test: setup lint chromium
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q $(NBVAL) notebooks/*.ipynb
 	$(PY) -m pytest -q tests/browser
 
-# Rebuild the notebooks from notebooks/src/*.py and store fresh outputs (then commit both).
+# Rebuild the notebooks from their jupytext-paired sources notebooks/src/*.py (notebooks/jupytext.toml):
+# badge and Colab set-up cell in front, run with nbclient in tiny mode, outputs stored (commit both).
 notebooks: setup
 	$(PY) notebooks/build.py
 

@@ -21,6 +21,7 @@ SDXL's block layout, 1/2/2 transformer layers, latent 64x64 = 512 px; random wei
 is then the peak of ``torch.cuda.max_memory_allocated`` above what was allocated before the run.
 Usage: ``python bench/bench_recorder.py [--reps N] [--sizes tiny mid] [--presets ...]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,13 +38,18 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import fastface_lite as ff  # noqa: E402
+from fastface_lite.inspect.trace import trace  # noqa: E402
 from fastface_lite.sdxl import tiny  # noqa: E402
 from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs  # noqa: E402
-from fastface_lite.inspect.trace import trace  # noqa: E402
 
 PROMPT = "a photo of a person reading in a park"
-MID = dict(unet_channels=(128, 256, 512), unet_heads=(2, 4, 8), transformer_layers=(1, 2, 2),
-           text_hidden=64, text_projection=64)
+MID = dict(
+    unet_channels=(128, 256, 512),
+    unet_heads=(2, 4, 8),
+    transformer_layers=(1, 2, 2),
+    text_hidden=64,
+    text_projection=64,
+)
 MODES = {"off": None, "id": dict(text=False), "text+id": dict()}
 
 
@@ -105,10 +111,17 @@ class PeakCUDA:
 def one_run(pipe, inputs, pixels, preset: str, mode: str):
     """(seconds, store bytes, peak RSS delta) of one generation in ``mode``."""
     cfg = ff.FastFaceConfig.preset(preset)
-    kwargs = dict(prompt=PROMPT, fastface=cfg, generator=torch.Generator().manual_seed(0), output_type="latent",
-                  height=pixels, width=pixels, **inputs.call_kwargs())
+    kwargs = dict(
+        prompt=PROMPT,
+        fastface=cfg,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+        height=pixels,
+        width=pixels,
+        **inputs.call_kwargs(),
+    )
     gc.collect()
-    with (PeakCUDA() if torch.cuda.is_available() and pipe.device.type == "cuda" else PeakRSS()) as rss:
+    with PeakCUDA() if torch.cuda.is_available() and pipe.device.type == "cuda" else PeakRSS() as rss:
         start = time.perf_counter()
         if MODES[mode] is None:
             pipe(**kwargs)
@@ -136,8 +149,18 @@ def bench(pipe, inputs, pixels, size: str, preset: str, reps: int) -> list[dict]
     for mode, runs in samples.items():
         seconds = statistics.median(s for s, _, _ in runs)
         rss = statistics.median(r for _, _, r in runs)
-        rows.append(dict(size=size, preset=preset, mode=mode, seconds=seconds, ratio=seconds / base, store=runs[-1][1],
-                         rss=rss, rss_extra=rss - base_rss))
+        rows.append(
+            dict(
+                size=size,
+                preset=preset,
+                mode=mode,
+                seconds=seconds,
+                ratio=seconds / base,
+                store=runs[-1][1],
+                rss=rss,
+                rss_extra=rss - base_rss,
+            )
+        )
     return rows
 
 
@@ -162,13 +185,17 @@ def main(argv=None) -> None:
             rows += bench(pipe, inputs, pixels, size, preset, args.reps)
         del pipe
     memory = "peak GPU alloc delta MiB" if args.device == "cuda" else "peak RSS delta MiB"
-    print(f"\nRecorder overhead, 4 steps, 1 image, {args.dtype} on {args.device}, {torch.get_num_threads()} threads, "
-          f"median of {args.reps}\n")
+    print(
+        f"\nRecorder overhead, 4 steps, 1 image, {args.dtype} on {args.device}, {torch.get_num_threads()} threads, "
+        f"median of {args.reps}\n"
+    )
     print(f"| model | variant | recording | s / image | x off | store MiB | {memory} | extra vs off MiB |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['size']} | {r['preset']} | {r['mode']} | {r['seconds']:.3f} | {r['ratio']:.2f} | {mib(r['store'])} | "
-              f"{mib(r['rss'])} | {mib(r['rss_extra'])} |")
+        print(
+            f"| {r['size']} | {r['preset']} | {r['mode']} | {r['seconds']:.3f} | {r['ratio']:.2f} | "
+            f"{mib(r['store'])} | {mib(r['rss'])} | {mib(r['rss_extra'])} |"
+        )
     print(f"\ntotal benchmark time {time.perf_counter() - started:.0f} s")
 
 

@@ -5,6 +5,7 @@ at every step), decoded, plus the two plots rendered to PNG. Median of `--reps` 
 a warm-up, for the tiny model (CPU default) or SDXL's UNet shape at 1024 px (`--size sdxl --device
 cuda --dtype float16`, random weights).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,6 @@ from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs  # noqa: E402
 from fastface_lite.workbook.widgets import SweepExplorer  # noqa: E402
 
 
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=["tiny", "sdxl"])
@@ -39,7 +39,9 @@ def main(argv=None) -> None:
     if args.size == "tiny":
         pipe = ff.tiny_pipeline(adapter="faceid-plusv2", seed=0)
     else:
-        pipe = tiny.sized_pipeline(replace(tiny.TINY, **tiny.SDXL_UNET_DIMS), adapter="faceid-plusv2", seed=0, image_size=1024)
+        pipe = tiny.sized_pipeline(
+            replace(tiny.TINY, **tiny.SDXL_UNET_DIMS), adapter="faceid-plusv2", seed=0, image_size=1024
+        )
     pipe.set_progress_bar_config(disable=True)
     pipe.to(args.device, getattr(torch, args.dtype))
     rng = np.random.default_rng(0)
@@ -51,9 +53,11 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         explorer.a_steps[1].value = 1.5 + 0.1 * (rep + 1)  # one slider move = one regeneration
         seconds.append(time.perf_counter() - start)
-    print(f"sweep, {args.size}, {args.dtype} on {args.device}, {args.seeds} seeds: "
-          f"{statistics.median(seconds):.2f} s per slider move (median of {args.reps}, "
-          f"{explorer.last.evaluations} UNet evaluations per image)")
+    print(
+        f"sweep, {args.size}, {args.dtype} on {args.device}, {args.seeds} seeds: "
+        f"{statistics.median(seconds):.2f} s per slider move (median of {args.reps}, "
+        f"{explorer.last.evaluations} UNet evaluations per image)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Ratios compare runs of the same model in this one process. Two models: the tiny 
 mid-size SDXL-shaped UNet (random weights, fp32, CPU). Usage: ``python bench/run.py [--reps N]``;
 ``--device cuda --dtype float16 --sizes sdxl`` runs the full-size SDXL UNet shape on a GPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,16 @@ from fastface_lite.sdxl.adapter import adapter_id_dim, id_inputs
 # widths; "sdxl" is SDXL's own UNet shape (for a GPU).
 SIZES = {
     "tiny": ({}, None),
-    "mid": (dict(unet_channels=(80, 160, 320), unet_heads=(2, 4, 8), transformer_layers=(1, 2, 2),
-                 text_hidden=128, text_projection=128), 64),
+    "mid": (
+        dict(
+            unet_channels=(80, 160, 320),
+            unet_heads=(2, 4, 8),
+            transformer_layers=(1, 2, 2),
+            text_hidden=128,
+            text_projection=128,
+        ),
+        64,
+    ),
     "sdxl": (tiny.SDXL_UNET_DIMS, 128),
 }
 
@@ -41,8 +50,9 @@ def build(size: str, device: str, dtype: torch.dtype):
     if not overrides:
         pipe = ff.tiny_pipeline(adapter="faceid-plusv2", seed=0)
     else:
-        pipe = tiny.sized_pipeline(replace(tiny.TINY, **overrides), adapter="faceid-plusv2", seed=0,
-                                     image_size=latent * 8)
+        pipe = tiny.sized_pipeline(
+            replace(tiny.TINY, **overrides), adapter="faceid-plusv2", seed=0, image_size=latent * 8
+        )
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device, dtype)
     rng = np.random.default_rng(0)
@@ -55,8 +65,14 @@ def timed(pipe, inputs, cfg, all_branches: bool, device: str):
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    out = pipe(prompt="a photo of a person", fastface=cfg, generator=torch.Generator().manual_seed(0),
-               output_type="latent", evaluate_all_branches=all_branches, **inputs.call_kwargs())
+    out = pipe(
+        prompt="a photo of a person",
+        fastface=cfg,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+        evaluate_all_branches=all_branches,
+        **inputs.call_kwargs(),
+    )
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, out.unet_evaluations
@@ -76,7 +92,11 @@ def bench_size(size: str, reps: int, device: str, dtype: torch.dtype) -> list[di
     timed(pipe, inputs, ff.FastFaceConfig.preset("fastface-am2"), True, device)  # warm-up
     rows = []
     for variant, cfg in variants():
-        runs = {"skip": (cfg, False), "all": (cfg, True), "am_off": (cfg.replace(attention=ff.AttentionConfig()), False)}
+        runs = {
+            "skip": (cfg, False),
+            "all": (cfg, True),
+            "am_off": (cfg.replace(attention=ff.AttentionConfig()), False),
+        }
         seconds = {k: [] for k in runs}
         evals = {}
         for _ in range(reps):
@@ -85,23 +105,35 @@ def bench_size(size: str, reps: int, device: str, dtype: torch.dtype) -> list[di
                 seconds[key].append(s)
                 evals[key] = n
         med = {k: statistics.median(v) for k, v in seconds.items()}
-        rows.append({"size": size, "variant": variant, "evals": evals["skip"], "evals_all": evals["all"],
-                     "evals_am_off": evals["am_off"],
-                     "s_skip": med["skip"], "s_all": med["all"], "s_am_off": med["am_off"],
-                     "speedup": med["all"] / med["skip"], "am_cost": med["skip"] / med["am_off"]})
+        rows.append(
+            {
+                "size": size,
+                "variant": variant,
+                "evals": evals["skip"],
+                "evals_all": evals["all"],
+                "evals_am_off": evals["am_off"],
+                "s_skip": med["skip"],
+                "s_all": med["all"],
+                "s_am_off": med["am_off"],
+                "speedup": med["all"] / med["skip"],
+                "am_cost": med["skip"] / med["am_off"],
+            }
+        )
         print(f"  {size} {variant}: {med['skip']:.3f}s skip, {med['all']:.3f}s all", file=sys.stderr)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | variant | UNet evals / image | all branches | s / image | s / image, all branches | speed-up | AM off: evals | AM off: s / image | AM cost |",
+        "| model | variant | UNet evals / image | all branches | s / image | s / image, all branches | speed-up "
+        "| AM off: evals | AM off: s / image | AM cost |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['size']} | {r['variant']} | {r['evals']} | {r['evals_all']} | {r['s_skip']:.3f} | "
-            f"{r['s_all']:.3f} | {r['speedup']:.2f}x | {r['evals_am_off']} | {r['s_am_off']:.3f} | {r['am_cost']:.2f}x |"
+            f"{r['s_all']:.3f} | {r['speedup']:.2f}x | {r['evals_am_off']} | {r['s_am_off']:.3f} | "
+            f"{r['am_cost']:.2f}x |"
         )
     return "\n".join(lines)
 

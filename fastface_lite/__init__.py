@@ -15,11 +15,12 @@ The package is built in layers; each sub-package imports only from the ones belo
 This module only names the public API; the method layer is imported eagerly (it is light), the
 diffusers-backed names on first use.
 """
+
 from fastface_lite.errors import ConfigError
 from fastface_lite.method import am, dcg, schedules
 from fastface_lite.method.am_config import AttentionConfig, AttentionSchedule, PartConstants, PartTable
 from fastface_lite.method.checkpoints import MODELS
-from fastface_lite.method.config import FastFaceConfig, VARIANTS
+from fastface_lite.method.config import VARIANTS, FastFaceConfig
 from fastface_lite.method.dcg_config import GuidanceConfig
 from fastface_lite.method.schedules import WeightSchedule
 from fastface_lite.sdxl.mode import run_mode
@@ -30,10 +31,32 @@ guidance = dcg
 attention = am
 
 __all__ = [
-    "am", "dcg", "guidance", "attention", "schedules", "MODELS", "VARIANTS", "AttentionConfig",
-    "AttentionSchedule", "FastFaceConfig", "GuidanceConfig", "PartConstants", "PartTable", "ConfigError",
-    "run_mode", "WeightSchedule", "FastFacePipeline", "FastFaceOutput", "tiny_pipeline", "load_pipeline",
-    "install", "StepContext", "EvalSpec", "run_evaluation", "recompute_metrics", "trace",
+    "am",
+    "dcg",
+    "guidance",
+    "attention",
+    "schedules",
+    "MODELS",
+    "VARIANTS",
+    "AttentionConfig",
+    "AttentionSchedule",
+    "FastFaceConfig",
+    "GuidanceConfig",
+    "PartConstants",
+    "PartTable",
+    "ConfigError",
+    "run_mode",
+    "WeightSchedule",
+    "FastFacePipeline",
+    "FastFaceOutput",
+    "tiny_pipeline",
+    "load_pipeline",
+    "install",
+    "StepContext",
+    "EvalSpec",
+    "run_evaluation",
+    "recompute_metrics",
+    "trace",
 ]
 
 # name -> (module, attribute): diffusers-backed, imported on first use

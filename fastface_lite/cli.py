@@ -1,4 +1,5 @@
 """The `fastface` command line: `fastface demo`, `fastface eval`, `fastface metrics`."""
+
 from __future__ import annotations
 
 import argparse

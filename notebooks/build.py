@@ -1,15 +1,18 @@
 """Build the workbook's notebooks from their sources and store fresh outputs.
 
-Each notebook is written as a plain Python file in `notebooks/src/NN_name.py`, cells separated by
-`# %%` (code) and `# %% [markdown]` (markdown, every line starting with `# `). The sources are what
-people review and edit; the `.ipynb` files are built from them, with two cells put in front of
-every notebook (the Colab badge, and the set-up cell that installs the package on Colab), then run
-top to bottom on the CPU in tiny mode so the stored outputs are the ones nbval checks.
+Each notebook `notebooks/NN_name.ipynb` is paired with a plain Python file `notebooks/src/NN_name.py`
+in jupytext's percent format (`# %%` starts a code cell, `# %% [markdown]` a markdown cell whose
+lines start with `# `); `notebooks/jupytext.toml` declares the pairing. The sources are what people
+review and edit. This script reads each source with jupytext, puts two cells in front (the Colab
+badge with a note on the run mode, and the set-up cell that installs the package on Colab), runs
+the notebook top to bottom with nbclient on the CPU in tiny mode, and writes the `.ipynb` with its
+outputs: the outputs nbval checks in `make test`.
 
     python notebooks/build.py            # every notebook
     python notebooks/build.py 03 04      # notebooks whose name starts with these
     python notebooks/build.py --no-run   # rebuild cells only (outputs dropped)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +20,11 @@ import os
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
+from jupytext.config import load_jupytext_config
+from jupytext.formats import long_form_multiple_formats
+from jupytext.paired_paths import find_base_path_and_format, full_path
 from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
@@ -25,6 +32,8 @@ SOURCES = HERE / "src"
 sys.path.insert(0, str(HERE.parent))
 from fastface_lite.workbook.session import GITHUB_REPO, colab_badge  # noqa: E402
 
+# The set-up cell put in front of every notebook, second after the badge. Change the set-up here,
+# then `make notebooks`: the sources do not hold it (its `!` and `%` lines are not Python).
 SETUP_CELL = f"""\
 # On Colab: fetch and install fastface_lite (a few minutes, once per session). Elsewhere: nothing.
 # If Colab then asks to restart the session, accept and run all again: the clone and install stay.
@@ -35,46 +44,51 @@ if "google.colab" in sys.modules:
     !pip install -q -r requirements.txt && pip install -q --no-deps -r requirements-nodeps.txt
     !pip install -q --no-deps -e . && pip install -q onnxruntime-gpu==1.31.1"""
 
-MODE_NOTE = ("*Runs offline on a CPU in **tiny** mode (random weights, same code paths); on Colab with a GPU "
-             "it runs in **full** mode with the real weights.*")
+MODE_NOTE = (
+    "*Runs offline on a CPU in **tiny** mode (random weights, same code paths); on Colab with a GPU "
+    "it runs in **full** mode with the real weights.*"
+)
+
+# Notebook metadata of every built notebook: a Python 3 kernel; on Colab, ask for a GPU.
+METADATA = {
+    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+    "language_info": {"name": "python"},
+    "colab": {"provenance": []},
+    "accelerator": "GPU",
+}
 
 
-def parse_cells(text: str) -> list:
-    """Split a percent-format source into nbformat cells (markdown lines lose their `# `)."""
-    cells, kind, lines = [], None, []
+def notebook_path(source: Path) -> Path:
+    """The `.ipynb` paired with `source`, as notebooks/jupytext.toml declares the pairing."""
+    config = load_jupytext_config(str(source))
+    formats = long_form_multiple_formats(config.default_formats(str(source)) if config else None)
+    notebooks = [fmt for fmt in formats if fmt["extension"] == ".ipynb"]
+    if not notebooks:
+        raise SystemExit(f"{source}: {HERE / 'jupytext.toml'} pairs it with no .ipynb")
+    base, _ = find_base_path_and_format(str(source), formats)
+    return Path(full_path(base, notebooks[0]))
 
-    def flush():
-        body = "\n".join(lines).strip("\n")
-        if kind == "markdown":
-            body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
-            cells.append(nbformat.v4.new_markdown_cell(body))
-        elif kind == "code" and body:
-            cells.append(nbformat.v4.new_code_cell(body))
 
-    for line in text.splitlines():
-        if line.startswith("# %%"):
-            flush()
-            kind, lines = ("markdown" if "[markdown]" in line else "code"), []
-        elif kind is not None:
-            lines.append(line)
-    flush()
-    return cells
+def read_source(source: Path) -> nbformat.NotebookNode:
+    """The cells of `source`, read by jupytext with the pairing's settings (no metadata kept)."""
+    return jupytext.read(source, config=load_jupytext_config(str(source)))
+
+
+def front_cells(notebook_name: str) -> list:
+    """The two cells every notebook opens with: Colab badge + mode note, and the Colab set-up."""
+    return [
+        nbformat.v4.new_markdown_cell(f"{colab_badge(notebook_name)}\n\n{MODE_NOTE}"),
+        nbformat.v4.new_code_cell(SETUP_CELL),
+    ]
 
 
 def build(source: Path) -> nbformat.NotebookNode:
-    """The notebook for `source`: badge + mode note, Colab set-up cell, then the source's cells."""
-    name = source.with_suffix(".ipynb").name
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"},
-        "colab": {"provenance": []},
-        "accelerator": "GPU",
-    }
-    header = nbformat.v4.new_markdown_cell(f"{colab_badge(name)}\n\n{MODE_NOTE}")
-    nb.cells = [header, nbformat.v4.new_code_cell(SETUP_CELL), *parse_cells(source.read_text())]
+    """The notebook for `source`: the two front cells, then the source's cells (not yet run)."""
+    nb = nbformat.v4.new_notebook(metadata=METADATA)
+    nb.cells = [*front_cells(notebook_path(source).name), *read_source(source).cells]
     for index, cell in enumerate(nb.cells):  # stable ids: rebuilding an unchanged source changes nothing
         cell.id = f"cell-{index:02d}"
+        cell.metadata = {}
     return nb
 
 
@@ -84,6 +98,29 @@ def run(nb: nbformat.NotebookNode, timeout: int = 900) -> None:
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
     for cell in nb.cells:  # wall-clock stamps would make every rebuild a diff
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = _joined_streams(cell.outputs)
+
+
+def _joined_streams(outputs: list) -> list:
+    """`outputs` with each run of stdout (or stderr) pieces joined into one output.
+
+    How a cell's printing is cut into pieces depends on timing; joined, a rebuild that prints the
+    same text stores the same outputs.
+    """
+    joined = []
+    for out in outputs:
+        previous = joined[-1] if joined else None
+        if (
+            out.output_type == "stream"
+            and previous is not None
+            and previous.output_type == "stream"
+            and previous.name == out.name
+        ):
+            previous.text += out.text
+        else:
+            joined.append(out)
+    return joined
 
 
 def main(argv=None) -> None:
@@ -91,8 +128,11 @@ def main(argv=None) -> None:
     parser.add_argument("prefixes", nargs="*", help="build only notebooks whose name starts with these")
     parser.add_argument("--no-run", action="store_true", help="do not execute (outputs are dropped)")
     args = parser.parse_args(argv)
-    sources = sorted(p for p in SOURCES.glob("[0-9][0-9]_*.py") if not args.prefixes
-                     or any(p.name.startswith(prefix) for prefix in args.prefixes))
+    sources = sorted(
+        p
+        for p in SOURCES.glob("[0-9][0-9]_*.py")
+        if not args.prefixes or any(p.name.startswith(prefix) for prefix in args.prefixes)
+    )
     if not sources:
         parser.error(f"no source in {SOURCES} matches {args.prefixes}")
     for source in sources:
@@ -100,7 +140,7 @@ def main(argv=None) -> None:
         if not args.no_run:
             print(f"running {source.name} ...", flush=True)
             run(nb)
-        target = HERE / source.with_suffix(".ipynb").name
+        target = notebook_path(source)
         nbformat.write(nb, target)
         print(f"wrote {target.relative_to(HERE.parent)}")
 

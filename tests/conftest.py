@@ -1,4 +1,5 @@
 """Shared fixtures: tiny offline pipelines (built once per session) and ID inputs for them."""
+
 import os
 
 import numpy as np

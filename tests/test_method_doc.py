@@ -6,6 +6,7 @@ formulas evaluated as written, DCG combinations evaluated as written, UNet evalu
 checks §8's claim about inverting token 0. The last two check that the sections are numbered 1..n
 and that every "docs/method.md §n" reference in the repository names a section that exists.
 """
+
 import math
 import os
 import re
@@ -35,10 +36,10 @@ def tables(*header: str) -> list[list[dict]]:
         if cells[: len(header)] != list(header):
             continue
         rows = []
-        for row in lines[n + 2:]:  # skip the |---| separator
+        for row in lines[n + 2 :]:  # skip the |---| separator
             if not row.startswith("|"):
                 break
-            rows.append(dict(zip(cells, _cells(row))))
+            rows.append(dict(zip(cells, _cells(row), strict=True)))
         found.append(rows)
     assert found, f"docs/method.md has no table with header {header}"
     return found
@@ -88,7 +89,7 @@ def test_dcg_combinations_as_written_equal_the_package(dcg_type):
     branches = list(torch.randn(3, 2, 4, 8, 8, generator=torch.Generator().manual_seed(dcg_type)))
     a, b = 1.7, 2.9
     cfg = GuidanceConfig(dcg_type=dcg_type, a=ff.WeightSchedule.constant(a), b=ff.WeightSchedule.constant(b))
-    written = eval(code(row["combination"]), {}, {**dict(zip(names, branches)), "a": a, "b": b})
+    written = eval(code(row["combination"]), {}, {**dict(zip(names, branches, strict=True)), "a": a, "b": b})
     # the package sums per-branch coefficients, the formula differences: same value, other rounding
     torch.testing.assert_close(dcg.combine(branches, 0, 999, cfg), written, rtol=1e-5, atol=1e-5)
 
@@ -96,8 +97,7 @@ def test_dcg_combinations_as_written_equal_the_package(dcg_type):
 # -------------------------------------------------------------------------- §5, §9 per-step lists
 def _per_step_rows() -> dict[str, list[float]]:
     """Rows of both per-step tables (guidance in §5, attention in §9), by their label."""
-    return {r["per step i"]: [float(r[str(i)]) for i in range(4)]
-            for rows in tables("per step i") for r in rows}
+    return {r["per step i"]: [float(r[str(i)]) for i in range(4)] for rows in tables("per step i") for r in rows}
 
 
 def test_fastface_guidance_lists():
@@ -135,8 +135,16 @@ def test_every_schedule_shape_formula_as_written(bend):
         assert needed == set(schedules.TIMESTEP_SHAPES[shape][1]), shape
         schedule = ff.WeightSchedule(shape, g, c=floor, s=bend)
         for t in (999, 749, 501, 500, 499, 259, 249, 1, 0):
-            scope = {"g": g, "m": floor, "γ": bend, "t": t, "T": schedules.T_TRAIN,
-                     "π": math.pi, "cos": math.cos, "max": max}
+            scope = {
+                "g": g,
+                "m": floor,
+                "γ": bend,
+                "t": t,
+                "T": schedules.T_TRAIN,
+                "π": math.pi,
+                "cos": math.cos,
+                "max": max,
+            }
             written = eval(formula, {"__builtins__": {}}, scope)
             assert math.isclose(schedule.at(0, t), written, rel_tol=1e-12, abs_tol=1e-12), (shape, t)
 
@@ -155,9 +163,12 @@ def test_transform_names_and_fixed_numbers():
     assert sorted(code(r["transform"]) for r in table("transform", "A' =")) == sorted(TRANSFORMS)
     values = {r["fixed number"]: float(r["value"]) for r in table("fixed number", "value")}
     assert values == {
-        "scale ceiling": am.SCALE_CEILING, "softmask centre": am.SOFTMASK_CENTRE,
-        "quantile floor": am.QUANTILE_FLOOR, "AdaIN epsilon": am.ADAIN_EPS,
-        "training timesteps T": schedules.T_TRAIN, "ID tokens J": NUM_ID_TOKENS,
+        "scale ceiling": am.SCALE_CEILING,
+        "softmask centre": am.SOFTMASK_CENTRE,
+        "quantile floor": am.QUANTILE_FLOOR,
+        "AdaIN epsilon": am.ADAIN_EPS,
+        "training timesteps T": schedules.T_TRAIN,
+        "ID tokens J": NUM_ID_TOKENS,
     }
 
 
@@ -171,8 +182,9 @@ def test_inverse_token0_cancels_for_the_plain_softmask_but_not_the_adaptive_one(
 
     plain = token0(("softmask", "scale"), False)
     # s (M - min_N M): the un-inverted map minus its minimum over positions (dim -1 here), per batch and head
-    torch.testing.assert_close(token0(("softmask", "scale"), True), plain - plain.amin(dim=-1, keepdim=True),
-                               rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        token0(("softmask", "scale"), True), plain - plain.amin(dim=-1, keepdim=True), rtol=0, atol=1e-9
+    )
     adaptive = token0(("adaptive_softmask", "scale"), False)
     shifted = adaptive - adaptive.amin(dim=-1, keepdim=True)
     assert (token0(("adaptive_softmask", "scale"), True) - shifted).abs().max() > 0.01

@@ -1,13 +1,17 @@
 """The stored notebooks: built from their sources, complete, and free of run-specific output.
 
 nbval (in `make test`) re-runs every notebook and compares outputs; these checks cover what it
-does not: that the `.ipynb` still matches its reviewed source, that every cell ran without error,
-and that the outputs hold nothing that differs between checkouts (paths, memory addresses).
+does not: that each `.ipynb` is paired with its reviewed source (jupytext) and still matches it,
+that every cell ran without error, and that the outputs hold nothing that differs between
+checkouts (paths, memory addresses).
 """
+
+import difflib
 import importlib.util
 import re
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 
@@ -16,8 +20,13 @@ from fastface_lite.workbook.session import GITHUB_REPO, colab_badge
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SOURCES = sorted((NOTEBOOKS / "src").glob("[0-9][0-9]_*.py"))
-EXPECTED = ["01_loading_adapters", "02_attention_maps", "03_guidance_schedules", "04_identity_metrics",
-            "05_evaluation_protocol"]
+EXPECTED = [
+    "01_loading_adapters",
+    "02_attention_maps",
+    "03_guidance_schedules",
+    "04_identity_metrics",
+    "05_evaluation_protocol",
+]
 
 
 def _builder():
@@ -33,11 +42,30 @@ def test_the_five_notebooks_exist():
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_jupytext_pairs_each_source_with_its_notebook(source):
+    # notebooks/jupytext.toml is what build.py and JupyterLab's jupytext both read the pairing from.
+    assert _builder().notebook_path(source) == NOTEBOOKS / f"{source.stem}.ipynb"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_notebook_matches_its_source(source):
+    # The source's cells as jupytext reads them, behind the badge and set-up cells build.py adds.
     built = _builder().build(source)
     stored = nbformat.read(NOTEBOOKS / f"{source.stem}.ipynb", 4)
     assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in built.cells], (
-        f"notebooks/{source.stem}.ipynb is out of date: run `python notebooks/build.py {source.stem[:2]}`")
+        f"notebooks/{source.stem}.ipynb is out of date: run `python notebooks/build.py {source.stem[:2]}`"
+    )
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_source_is_as_jupytext_writes_it(source):
+    # Saving the paired notebook from JupyterLab rewrites the source through jupytext: it must come
+    # out unchanged, so that such a save shows only the edits in review.
+    text = source.read_text()
+    written = jupytext.writes(_builder().read_source(source), fmt="py:percent")
+    assert written == text, f"notebooks/src/{source.name} is not in jupytext's percent form: " + "".join(
+        difflib.unified_diff(text.splitlines(True), written.splitlines(True), "as stored", "as jupytext writes it")
+    )
 
 
 @pytest.mark.parametrize("name", EXPECTED)

@@ -7,6 +7,7 @@
 Importing this module stays cheap (the `fastface demo` parser imports it): the runner itself, with
 torch, diffusers and accelerate, is imported when a command runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,54 +33,107 @@ repeat). Several processes or GPUs: launch with Hugging Face accelerate, e.g.
 def register(subparsers) -> None:
     """Add the `eval` and `metrics` subcommands to the `fastface` parser."""
     ev = subparsers.add_parser(
-        "eval", help="evaluate variants over identities x prompts (SPEC §5), resumable, multi-GPU",
+        "eval",
+        help="evaluate variants over identities x prompts (SPEC §5), resumable, multi-GPU",
         description="Generate one image per identity x prompt x variant x model, score it (identity\n"
-                    "similarity, CLIP text alignment, face size) and summarise. Each image has its own\n"
-                    "seed derived from (seed, identity, prompt), so results do not depend on order.",
-        epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "similarity, CLIP text alignment, face size) and summarise. Each image has its own\n"
+        "seed derived from (seed, identity, prompt), so results do not depend on order.",
+        epilog=EVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ev.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder")
     flags = ev.add_mutually_exclusive_group()
-    flags.add_argument("--resume", action="store_true",
-                       help="continue the run in RUN_DIR (same settings required; starts one if there is none)")
+    flags.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in RUN_DIR (same settings required; starts one if there is none)",
+    )
     flags.add_argument("--overwrite", action="store_true", help="delete the run in RUN_DIR and start again")
-    ev.add_argument("--identities", nargs="+", default=[], metavar="FACE",
-                    help="names of photos in data/faces or paths to photos (default: all shipped faces)")
-    ev.add_argument("--prompt-sets", nargs="+", default=["realistic", "stylistic"], metavar="SET",
-                    help="prompt sets by name (realistic, stylistic) or prompt files, one prompt a line")
-    ev.add_argument("--prompts-per-set", type=int, default=None, metavar="N",
-                    help="only the first N prompts of each set after sorting (small runs)")
-    ev.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
-                    help=f"FastFace variants (default: all): {', '.join(VARIANTS)}")
-    ev.add_argument("--models", nargs="+", default=["hyper"], choices=MODELS, metavar="MODEL",
-                    help=f"distilled models (default: hyper): {', '.join(MODELS)}")
+    ev.add_argument(
+        "--identities",
+        nargs="+",
+        default=[],
+        metavar="FACE",
+        help="names of photos in data/faces or paths to photos (default: all shipped faces)",
+    )
+    ev.add_argument(
+        "--prompt-sets",
+        nargs="+",
+        default=["realistic", "stylistic"],
+        metavar="SET",
+        help="prompt sets by name (realistic, stylistic) or prompt files, one prompt a line",
+    )
+    ev.add_argument(
+        "--prompts-per-set",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N prompts of each set after sorting (small runs)",
+    )
+    ev.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=VARIANTS,
+        metavar="VARIANT",
+        help=f"FastFace variants (default: all): {', '.join(VARIANTS)}",
+    )
+    ev.add_argument(
+        "--models",
+        nargs="+",
+        default=["hyper"],
+        choices=MODELS,
+        metavar="MODEL",
+        help=f"distilled models (default: hyper): {', '.join(MODELS)}",
+    )
     ev.add_argument("--adapter", default="faceid-plusv2", choices=ADAPTERS)
     ev.add_argument("--seed", type=int, default=0, help="base seed of the per-image seeds")
     ev.add_argument("--steps", type=int, default=4, help="sampling steps (variants with per-step lists need 4)")
-    ev.add_argument("--size", type=int, default=None, metavar="PX",
-                    help="image side in pixels (default: the model's; tiny mode: a quarter of it)")
-    ev.add_argument("--mode", choices=["tiny", "full"], default=None,
-                    help="tiny (offline, random weights) or full (hub weights); default: $FASTFACE_MODE, "
-                         "else full with CUDA, else tiny")
-    ev.add_argument("--rgb-clip-crop", action="store_true",
-                    help="Plus v2: give CLIP the RGB face crop (default: BGR, as the reference does)")
-    ev.add_argument("--limit", type=int, default=None, metavar="N",
-                    help="only the first N items of the grid (quick checks; a later run continues)")
+    ev.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="image side in pixels (default: the model's; tiny mode: a quarter of it)",
+    )
+    ev.add_argument(
+        "--mode",
+        choices=["tiny", "full"],
+        default=None,
+        help="tiny (offline, random weights) or full (hub weights); default: $FASTFACE_MODE, "
+        "else full with CUDA, else tiny",
+    )
+    ev.add_argument(
+        "--rgb-clip-crop",
+        action="store_true",
+        help="Plus v2: give CLIP the RGB face crop (default: BGR, as the reference does)",
+    )
+    ev.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N items of the grid (quick checks; a later run continues)",
+    )
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(run=run_eval)
 
     me = subparsers.add_parser(
-        "metrics", help="score the saved images of a run again and rewrite its summary",
+        "metrics",
+        help="score the saved images of a run again and rewrite its summary",
         description="Recompute the metrics of a run folder from its saved images and identity "
-                    "copies, with the run's mode, then write results and summary again.")
+        "copies, with the run's mode, then write results and summary again.",
+    )
     me.add_argument("run_dir", metavar="RUN_DIR")
-    me.add_argument("--device", default=None, help="torch device for the scorers (default: cuda in full mode if present)")
+    me.add_argument(
+        "--device", default=None, help="torch device for the scorers (default: cuda in full mode if present)"
+    )
     me.add_argument("--no-progress", action="store_true", help="no progress bar")
     me.set_defaults(run=run_metrics)
 
 
 def _user_errors():
-    from fastface_lite.errors import ConfigError
-    from fastface_lite.errors import FaceError
+    from fastface_lite.errors import ConfigError, FaceError
     from fastface_lite.evaluation.run_folder import RunFolderError
 
     return RunFolderError, ConfigError, FaceError, FileNotFoundError
@@ -90,13 +144,27 @@ def run_eval(args) -> int:
     from fastface_lite.evaluation.runner import run_evaluation
 
     try:
-        spec = EvalSpec(identities=tuple(args.identities), prompt_sets=tuple(args.prompt_sets),
-                        prompts_per_set=args.prompts_per_set, variants=tuple(args.variants),
-                        models=tuple(args.models), adapter=args.adapter, seed=args.seed,
-                        num_steps=args.steps, size=args.size, mode=args.mode,
-                        clip_crop_bgr=not args.rgb_clip_crop)
-        run_evaluation(spec, args.out, resume=args.resume, overwrite=args.overwrite,
-                       progress=not args.no_progress, limit=args.limit)
+        spec = EvalSpec(
+            identities=tuple(args.identities),
+            prompt_sets=tuple(args.prompt_sets),
+            prompts_per_set=args.prompts_per_set,
+            variants=tuple(args.variants),
+            models=tuple(args.models),
+            adapter=args.adapter,
+            seed=args.seed,
+            num_steps=args.steps,
+            size=args.size,
+            mode=args.mode,
+            clip_crop_bgr=not args.rgb_clip_crop,
+        )
+        run_evaluation(
+            spec,
+            args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            limit=args.limit,
+        )
     except _user_errors() as err:
         print(f"fastface eval: error: {err}", file=sys.stderr)
         return 2

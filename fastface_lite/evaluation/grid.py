@@ -10,6 +10,7 @@ prompts are sorted, and an item's result is the same alone, in any order, in any
 number of processes. The seed does not depend on the variant or model: every variant starts from
 the same noise, so variants are compared pair by pair.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,12 +27,11 @@ from fastface_lite.errors import ConfigError
 from fastface_lite.evaluation.run_folder import IMAGES, Identity, RunFolderError, sha256_file
 from fastface_lite.faces.photos import face_names, face_path, load_prompts
 from fastface_lite.method.checkpoints import ADAPTERS, MODELS
-from fastface_lite.method.config import FastFaceConfig, VARIANTS
+from fastface_lite.method.config import VARIANTS, FastFaceConfig
 from fastface_lite.sdxl.mode import MODES, run_mode
 
 TINY_WEIGHTS_SEED = 0  # the tiny pipeline's (random) weights: one fixed "checkpoint"
-FULL_CLIP_MODELS = {"clip_score": "openai/clip-vit-large-patch14",
-                    "clip_score_b32": "openai/clip-vit-base-patch32"}
+FULL_CLIP_MODELS = {"clip_score": "openai/clip-vit-large-patch14", "clip_score_b32": "openai/clip-vit-base-patch32"}
 SETTINGS_FORMAT = 1  # the version of the settings' JSON layout (RunSettings.to_json)
 
 
@@ -90,8 +90,7 @@ class EvalSpec:
             raise ConfigError(f"unknown adapter {self.adapter!r}; valid: {', '.join(ADAPTERS)}")
         if self.mode is not None and self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
-        if self.prompts_per_set is not None and (not isinstance(self.prompts_per_set, int)
-                                                 or self.prompts_per_set < 1):
+        if self.prompts_per_set is not None and (not isinstance(self.prompts_per_set, int) or self.prompts_per_set < 1):
             raise ConfigError(f"prompts_per_set must be a positive integer, got {self.prompts_per_set!r}")
         if self.size is not None and (not isinstance(self.size, int) or self.size < 32 or self.size % 8):
             raise ConfigError(f"size must be a multiple of 8 and at least 32 pixels, got {self.size!r}")
@@ -113,13 +112,17 @@ def resolve_identities(identities: Sequence[str]) -> list[Identity]:
         path = Path(entry).expanduser()
         if not path.is_file():
             if os.sep in entry or "/" in entry or path.suffix:
-                raise FileNotFoundError(f"identity photo {entry!r} does not exist; pass a name from "
-                                        f"data/faces ({', '.join(face_names())}) or a path to a photo")
+                raise FileNotFoundError(
+                    f"identity photo {entry!r} does not exist; pass a name from "
+                    f"data/faces ({', '.join(face_names())}) or a path to a photo"
+                )
             path = face_path(entry)  # raises FileNotFoundError naming the shipped faces
         name = _safe_name(path.stem)
         if name in found and found[name].resolve() != path.resolve():
-            raise ConfigError(f"two identity photos are both called {name!r} ({found[name]} and {path}); "
-                              "rename one: an identity is known by its file name")
+            raise ConfigError(
+                f"two identity photos are both called {name!r} ({found[name]} and {path}); "
+                "rename one: an identity is known by its file name"
+            )
         found[name] = path
     return [Identity(name, found[name], sha256_file(found[name])) for name in sorted(found)]
 
@@ -159,8 +162,21 @@ def _thawed(value):
 
 
 # settings.json's "settings" keys, in the order they are written
-_JSON_KEYS = ("format", "mode", "models", "variants", "adapter", "seed", "num_steps", "size", "clip_crop_bgr",
-              "identities", "prompts", "weights", "variant_configs")
+_JSON_KEYS = (
+    "format",
+    "mode",
+    "models",
+    "variants",
+    "adapter",
+    "seed",
+    "num_steps",
+    "size",
+    "clip_crop_bgr",
+    "identities",
+    "prompts",
+    "weights",
+    "variant_configs",
+)
 
 
 @dataclass(frozen=True)
@@ -214,17 +230,35 @@ class RunSettings:
         mode = spec.mode or run_mode()
         if identities is None:
             identities = resolve_identities(spec.identities)
-        configs = {f"{m}/{v}": FastFaceConfig.preset(v, model=m, num_steps=spec.num_steps).to_dict()
-                   for m in spec.models for v in spec.variants}
-        weights = ({"tiny_pipeline_seed": TINY_WEIGHTS_SEED, "clip": "ClipScorer.tiny(seed=0)",
-                    "face_analyzer": "dlib"} if mode == "tiny" else
-                   {"clip": FULL_CLIP_MODELS, "face_analyzer": "insightface buffalo_l",
-                    "second_opinion": "dlib", "dtype": "float16 on CUDA, else float32"})
-        return cls(mode=mode, models=spec.models, variants=spec.variants, adapter=spec.adapter, seed=spec.seed,
-                   num_steps=spec.num_steps, size=spec.size, clip_crop_bgr=spec.clip_crop_bgr,
-                   identities={i.name: i.sha256 for i in identities},
-                   prompts=resolve_prompt_sets(spec.prompt_sets, spec.prompts_per_set),
-                   weights=weights, variant_configs=configs)
+        configs = {
+            f"{m}/{v}": FastFaceConfig.preset(v, model=m, num_steps=spec.num_steps).to_dict()
+            for m in spec.models
+            for v in spec.variants
+        }
+        weights = (
+            {"tiny_pipeline_seed": TINY_WEIGHTS_SEED, "clip": "ClipScorer.tiny(seed=0)", "face_analyzer": "dlib"}
+            if mode == "tiny"
+            else {
+                "clip": FULL_CLIP_MODELS,
+                "face_analyzer": "insightface buffalo_l",
+                "second_opinion": "dlib",
+                "dtype": "float16 on CUDA, else float32",
+            }
+        )
+        return cls(
+            mode=mode,
+            models=spec.models,
+            variants=spec.variants,
+            adapter=spec.adapter,
+            seed=spec.seed,
+            num_steps=spec.num_steps,
+            size=spec.size,
+            clip_crop_bgr=spec.clip_crop_bgr,
+            identities={i.name: i.sha256 for i in identities},
+            prompts=resolve_prompt_sets(spec.prompt_sets, spec.prompts_per_set),
+            weights=weights,
+            variant_configs=configs,
+        )
 
     def to_json(self) -> dict:
         """settings.json's "settings" object: plain dicts and lists, keys in the stored order."""
@@ -242,14 +276,16 @@ class RunSettings:
         if missing:
             raise RunFolderError(f"the stored settings lack {', '.join(missing)}; was settings.json edited by hand?")
         if data["format"] != SETTINGS_FORMAT:
-            raise RunFolderError(f"the stored settings have format {data['format']!r}; this version reads "
-                                 f"format {SETTINGS_FORMAT} only")
+            raise RunFolderError(
+                f"the stored settings have format {data['format']!r}; this version reads format {SETTINGS_FORMAT} only"
+            )
         fields = {key: data[key] for key in _JSON_KEYS}
         try:
             fields["identities"] = {entry["name"]: entry["sha256"] for entry in data["identities"]}
         except (KeyError, TypeError):
-            raise RunFolderError("the stored identities are not a list of {\"name\", \"sha256\"} objects; "
-                                 "was settings.json edited by hand?") from None
+            raise RunFolderError(
+                'the stored identities are not a list of {"name", "sha256"} objects; was settings.json edited by hand?'
+            ) from None
         return cls(**fields)
 
 

@@ -9,11 +9,12 @@ Caveat worth teaching: in full mode the identity metric (insightface buffalo_l, 
 to the same model family that conditions the adapter, so it is not an independent judge. The
 dlib backend (`FaceAnalyzer("dlib")`) gives a second opinion from an unrelated network.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -25,11 +26,16 @@ from fastface_lite.faces.analyzer import DLIB_SAME_PERSON_DISTANCE, Face, FaceAn
 from fastface_lite.faces.images import ImageInput, describe, load_rgb
 
 __all__ = [
-    "IdentityScore", "identity_similarity", "FaceSizeRatio", "face_size_ratio",
-    "ClipScorer", "aggregate", "DEFAULT_METRICS",
+    "IdentityScore",
+    "identity_similarity",
+    "FaceSizeRatio",
+    "face_size_ratio",
+    "ClipScorer",
+    "aggregate",
+    "DEFAULT_METRICS",
 ]
 
-FaceOrImage = Union[Face, ImageInput]
+FaceOrImage = Face | ImageInput
 
 # ------------------------------------------------------------------------------------ identity
 
@@ -67,8 +73,7 @@ class IdentityScore:
             f"{prefix}detection_failure": self.detection_failure,
             f"{prefix}distance": nan if self.distance is None else self.distance,
             f"{prefix}same_person": nan if self.same_person is None else float(self.same_person),
-            f"{prefix}distance_similarity": (nan if self.distance_similarity is None
-                                             else self.distance_similarity),
+            f"{prefix}distance_similarity": (nan if self.distance_similarity is None else self.distance_similarity),
         }
 
 
@@ -77,8 +82,9 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"Embeddings differ in length ({a.shape[0]} vs {b.shape[0]}): were they "
-                         "made by different face backends?")
+        raise ValueError(
+            f"Embeddings differ in length ({a.shape[0]} vs {b.shape[0]}): were they made by different face backends?"
+        )
     return float(np.dot(a / np.linalg.norm(a), b / np.linalg.norm(b)))
 
 
@@ -91,8 +97,7 @@ def _face_or_failure(image: FaceOrImage, analyzer: FaceAnalyzer) -> tuple[Face |
         return None, str(err)
 
 
-def identity_similarity(reference: FaceOrImage, generated: FaceOrImage,
-                        analyzer: FaceAnalyzer) -> IdentityScore:
+def identity_similarity(reference: FaceOrImage, generated: FaceOrImage, analyzer: FaceAnalyzer) -> IdentityScore:
     """SPEC §5 identity similarity of the largest face in each image.
 
     Args:
@@ -118,11 +123,15 @@ def identity_similarity(reference: FaceOrImage, generated: FaceOrImage,
     score = cosine_similarity(ref.embedding, gen.embedding)
     if ref.backend != "dlib" or gen.backend != "dlib":
         return IdentityScore(score, False, backend=ref.backend)
-    distance = float(np.linalg.norm(ref.raw_embedding.astype(np.float64)
-                                    - gen.raw_embedding.astype(np.float64)))
-    return IdentityScore(score, False, backend="dlib", distance=distance,
-                         same_person=distance < DLIB_SAME_PERSON_DISTANCE,
-                         distance_similarity=1.0 - distance)
+    distance = float(np.linalg.norm(ref.raw_embedding.astype(np.float64) - gen.raw_embedding.astype(np.float64)))
+    return IdentityScore(
+        score,
+        False,
+        backend="dlib",
+        distance=distance,
+        same_person=distance < DLIB_SAME_PERSON_DISTANCE,
+        distance_similarity=1.0 - distance,
+    )
 
 
 # ----------------------------------------------------------------------------------- face size
@@ -182,8 +191,7 @@ def clip_pixels(images: Sequence[ImageInput], size: int = 224) -> torch.Tensor:
         pil = Image.fromarray(load_rgb(image))
         scale = size / min(pil.width, pil.height)
         # int() truncates like transformers' get_resize_output_image_size
-        new_w, new_h = ((size, int(pil.height * scale)) if pil.width <= pil.height
-                        else (int(pil.width * scale), size))
+        new_w, new_h = (size, int(pil.height * scale)) if pil.width <= pil.height else (int(pil.width * scale), size)
         pil = pil.resize((new_w, new_h), Image.BICUBIC)
         left, top = (new_w - size) // 2, (new_h - size) // 2
         pil = pil.crop((left, top, left + size, top + size))
@@ -215,9 +223,15 @@ class ClipScorer:
         >>> scorer("data/faces/astronaut.jpg", "a photo of an astronaut")
     """
 
-    def __init__(self, model_id: str = "openai/clip-vit-large-patch14", *,
-                 device: str | torch.device | None = None, model=None, tokenizer=None,
-                 batch_size: int = 16):
+    def __init__(
+        self,
+        model_id: str = "openai/clip-vit-large-patch14",
+        *,
+        device: str | torch.device | None = None,
+        model=None,
+        tokenizer=None,
+        batch_size: int = 16,
+    ):
         from transformers import CLIPModel, CLIPTokenizer
 
         if model is None:
@@ -232,7 +246,7 @@ class ClipScorer:
         self.batch_size = batch_size
 
     @classmethod
-    def tiny(cls, seed: int = 0) -> "ClipScorer":
+    def tiny(cls, seed: int = 0) -> ClipScorer:
         """A tiny random CLIP (built in ~1 s, CPU) with the real CLIP BPE tokenizer.
 
         The numbers mean nothing about the images; they exercise the exact code path of the
@@ -241,12 +255,25 @@ class ClipScorer:
         from transformers import CLIPConfig, CLIPModel
 
         tokenizer = _clip_tokenizer()
-        text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                    num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id)
-        vision = dict(image_size=224, patch_size=32, hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=2)
+        text = dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        vision = dict(
+            image_size=224,
+            patch_size=32,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+        )
         config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
         # Seed a forked RNG so building the scorer neither depends on nor disturbs global state.
         with torch.random.fork_rng(devices=[]):
@@ -262,7 +289,7 @@ class ClipScorer:
         """(N, D) L2-normalised image embeddings."""
         chunks = []
         for start in range(0, len(images), self.batch_size):
-            pixels = clip_pixels(images[start:start + self.batch_size], self.image_size)
+            pixels = clip_pixels(images[start : start + self.batch_size], self.image_size)
             feats = _pooled(self.model.get_image_features(pixel_values=pixels.to(self.device)))
             chunks.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu())
         return torch.cat(chunks)
@@ -272,19 +299,28 @@ class ClipScorer:
         """(N, D) L2-normalised text embeddings of the full prompts (truncated at 77 tokens)."""
         chunks = []
         for start in range(0, len(prompts), self.batch_size):
-            tokens = self.tokenizer(list(prompts[start:start + self.batch_size]), padding=True,
-                                    truncation=True, max_length=77, return_tensors="pt")
-            feats = _pooled(self.model.get_text_features(
-                input_ids=tokens["input_ids"].to(self.device),
-                attention_mask=tokens["attention_mask"].to(self.device)))
+            tokens = self.tokenizer(
+                list(prompts[start : start + self.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=77,
+                return_tensors="pt",
+            )
+            feats = _pooled(
+                self.model.get_text_features(
+                    input_ids=tokens["input_ids"].to(self.device),
+                    attention_mask=tokens["attention_mask"].to(self.device),
+                )
+            )
             chunks.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu())
         return torch.cat(chunks)
 
     def scores(self, images: Sequence[ImageInput], prompts: Sequence[str]) -> np.ndarray:
         """(N,) float64 cosines between images[i] and prompts[i]."""
         if len(images) != len(prompts):
-            raise ValueError(f"Got {len(images)} images but {len(prompts)} prompts; CLIP "
-                             "alignment pairs image i with prompt i.")
+            raise ValueError(
+                f"Got {len(images)} images but {len(prompts)} prompts; CLIP alignment pairs image i with prompt i."
+            )
         if not len(images):
             return np.zeros(0)
         pairs = self.image_embeds(images) * self.text_embeds(prompts)
@@ -302,8 +338,9 @@ def _clip_tokenizer():
     from fastface_lite.sdxl.tokenizer import MODEL_MAX_LENGTH, clip_vocab_and_merges
 
     tokens, merges = clip_vocab_and_merges()
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=list(merges),
-                         model_max_length=MODEL_MAX_LENGTH)
+    return CLIPTokenizer(
+        vocab={t: i for i, t in enumerate(tokens)}, merges=list(merges), model_max_length=MODEL_MAX_LENGTH
+    )
 
 
 # ----------------------------------------------------------------------------------- aggregate
@@ -311,9 +348,14 @@ def _clip_tokenizer():
 DEFAULT_METRICS = ("id_similarity", "clip_score", "face_size_ratio")
 
 
-def aggregate(records: pd.DataFrame, by: Sequence[str] = ("variant", "model", "prompt_set"),
-              metrics: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
-              ci: float = 0.95) -> pd.DataFrame:
+def aggregate(
+    records: pd.DataFrame,
+    by: Sequence[str] = ("variant", "model", "prompt_set"),
+    metrics: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> pd.DataFrame:
     """Mean and percentile-bootstrap interval of each metric per group.
 
     Args:
@@ -335,8 +377,10 @@ def aggregate(records: pd.DataFrame, by: Sequence[str] = ("variant", "model", "p
     metrics = _pick_metrics(records, metrics)
     missing = [c for c in by if c not in records.columns]
     if missing:
-        raise KeyError(f"Grouping column(s) {missing} are not in the records; columns are "
-                       f"{list(records.columns)}. Pass by=[...] with existing names.")
+        raise KeyError(
+            f"Grouping column(s) {missing} are not in the records; columns are "
+            f"{list(records.columns)}. Pass by=[...] with existing names."
+        )
     rows = []
     groups = records.groupby(by, dropna=False, sort=True) if by else [((), records)]
     for key, group in groups:
@@ -345,25 +389,33 @@ def aggregate(records: pd.DataFrame, by: Sequence[str] = ("variant", "model", "p
             values = _as_float(group[metric])
             ok = values[~np.isnan(values)]
             low, high = _bootstrap_interval(ok, n_boot, seed, ci)
-            rows.append({**dict(zip(by, key)), "metric": metric,
-                         "mean": float(ok.mean()) if ok.size else math.nan, "n": int(ok.size),
-                         "failures": int(values.size - ok.size), "ci_low": low, "ci_high": high})
-    return pd.DataFrame(rows, columns=[*by, "metric", "mean", "n", "failures", "ci_low",
-                                       "ci_high"])
+            rows.append(
+                {
+                    **dict(zip(by, key, strict=True)),
+                    "metric": metric,
+                    "mean": float(ok.mean()) if ok.size else math.nan,
+                    "n": int(ok.size),
+                    "failures": int(values.size - ok.size),
+                    "ci_low": low,
+                    "ci_high": high,
+                }
+            )
+    return pd.DataFrame(rows, columns=[*by, "metric", "mean", "n", "failures", "ci_low", "ci_high"])
 
 
 def _pick_metrics(records: pd.DataFrame, metrics: Iterable[str] | None) -> list[str]:
     if metrics is None:
         chosen = [m for m in DEFAULT_METRICS if m in records.columns]
         if not chosen:
-            raise KeyError(f"None of the default metrics {list(DEFAULT_METRICS)} are in the "
-                           f"records (columns: {list(records.columns)}); pass metrics=[...].")
+            raise KeyError(
+                f"None of the default metrics {list(DEFAULT_METRICS)} are in the "
+                f"records (columns: {list(records.columns)}); pass metrics=[...]."
+            )
         return chosen
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     missing = [m for m in metrics if m not in records.columns]
     if missing:
-        raise KeyError(f"Metric column(s) {missing} are not in the records; columns are "
-                       f"{list(records.columns)}.")
+        raise KeyError(f"Metric column(s) {missing} are not in the records; columns are {list(records.columns)}.")
     return metrics
 
 
@@ -372,8 +424,7 @@ def _as_float(column: pd.Series) -> np.ndarray:
     return np.array([math.nan if pd.isna(v) else float(v) for v in column], dtype=np.float64)
 
 
-def _bootstrap_interval(values: np.ndarray, n_boot: int, seed: int,
-                        ci: float) -> tuple[float, float]:
+def _bootstrap_interval(values: np.ndarray, n_boot: int, seed: int, ci: float) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of (n,) values."""
     if values.size == 0:
         return math.nan, math.nan
@@ -382,4 +433,3 @@ def _bootstrap_interval(values: np.ndarray, n_boot: int, seed: int,
     tail = 100.0 * (1.0 - ci) / 2.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
     return float(low), float(high)
-

@@ -22,6 +22,7 @@ What the settings *mean* is :class:`fastface_lite.evaluation.grid.RunSettings`; 
 and compares them as the JSON object ``RunSettings.to_json()`` gives, so it needs no knowledge of
 their fields.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,7 @@ IMAGES = "images"
 IDENTITIES = "identities"
 PLOTS = "plots"
 # everything a run folder may hold: --overwrite deletes these names and nothing else
-_RUN_ENTRIES = (SETTINGS_FILE, RESULTS_JSONL, RESULTS_CSV, SUMMARY_CSV, SUMMARY_MD, SHARDS, IMAGES,
-                IDENTITIES, PLOTS)
+_RUN_ENTRIES = (SETTINGS_FILE, RESULTS_JSONL, RESULTS_CSV, SUMMARY_CSV, SUMMARY_MD, SHARDS, IMAGES, IDENTITIES, PLOTS)
 
 Decision = Literal["new", "resume", "overwrite"]
 
@@ -230,20 +230,24 @@ class RunFolder:
         if not (run_dir / SETTINGS_FILE).is_file():
             raise RunFolderError(
                 f"{run_dir} is not empty and is not an evaluation run folder (no {SETTINGS_FILE}); "
-                "choose a new or empty folder for --out (--overwrite only ever replaces a run folder)")
+                "choose a new or empty folder for --out (--overwrite only ever replaces a run folder)"
+            )
         if overwrite:
             return "overwrite"
         if not resume:
             raise RunFolderError(
                 f"{run_dir} already holds an evaluation run. Pass --resume to continue it (finished "
                 "items are kept and skipped) or --overwrite to delete its results and start again "
-                "(Python: resume=True / overwrite=True).")
+                "(Python: resume=True / overwrite=True)."
+            )
         stored = self._settings_file().get("settings", {})
         diff = _differences(stored, json.loads(json.dumps(settings)))
         if diff:
             raise RunFolderError(
-                f"cannot resume {run_dir}: it was started with other settings:\n  " + "\n  ".join(diff)
-                + "\nRun the original command again, pass --overwrite to start over, or choose another --out.")
+                f"cannot resume {run_dir}: it was started with other settings:\n  "
+                + "\n  ".join(diff)
+                + "\nRun the original command again, pass --overwrite to start over, or choose another --out."
+            )
         return "resume"
 
     def prepare(self, decision: Decision, settings: Mapping[str, Any], identities: Sequence[Identity]) -> None:
@@ -264,10 +268,14 @@ class RunFolder:
                     target.unlink()
         run_dir.mkdir(parents=True, exist_ok=True)
         if decision in ("new", "overwrite"):
-            info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "identity_sources": {i.name: str(i.path.resolve()) for i in identities}}
-            atomic_write(run_dir / SETTINGS_FILE,
-                         json.dumps({"settings": settings, "info": info}, indent=2, ensure_ascii=False) + "\n")
+            info = {
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "identity_sources": {i.name: str(i.path.resolve()) for i in identities},
+            }
+            atomic_write(
+                run_dir / SETTINGS_FILE,
+                json.dumps({"settings": settings, "info": info}, indent=2, ensure_ascii=False) + "\n",
+            )
         for identity in identities:  # copies of the photos: a run folder is self-contained
             copy = run_dir / IDENTITIES / f"{identity.name}{identity.path.suffix.lower()}"
             if not copy.is_file() or sha256_file(copy) != identity.sha256:
@@ -294,7 +302,7 @@ class RunFolder:
         """
         stored = self._settings_file()
         if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
-            raise RunFolderError(f"{self.path / SETTINGS_FILE} holds no \"settings\" object; was it edited by hand?")
+            raise RunFolderError(f'{self.path / SETTINGS_FILE} holds no "settings" object; was it edited by hand?')
         return stored["settings"]
 
     def records(self) -> dict[str, dict]:

@@ -28,6 +28,7 @@ is dlib, so the ``id_dlib_*`` columns repeat the ``id_*`` ones); CLIP text align
 random CLIP; full: ViT-L/14 as ``clip_score`` and ViT-B/32 as ``clip_score_b32``); face size ratio.
 A missing face is a detection failure (a flag, and NaN in the metric), never a number.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -95,8 +96,9 @@ class Scorers:
             if self.mode == "tiny":
                 self._clip = {"clip_score": ClipScorer.tiny(seed=0)}
             else:
-                self._clip = {column: ClipScorer(model_id, device=self.device)
-                              for column, model_id in FULL_CLIP_MODELS.items()}
+                self._clip = {
+                    column: ClipScorer(model_id, device=self.device) for column, model_id in FULL_CLIP_MODELS.items()
+                }
         return self._clip
 
     def reference(self, photo: Path):
@@ -166,12 +168,12 @@ class _Generator:
 
         adapter = self.settings.adapter
         if self.settings.mode == "tiny":
-            pipe = tiny_pipeline(adapter=adapter, seed=TINY_WEIGHTS_SEED, model=model,
-                                  device=str(self.device))
+            pipe = tiny_pipeline(adapter=adapter, seed=TINY_WEIGHTS_SEED, model=model, device=str(self.device))
         else:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-            pipe = load_pipeline(model=model, steps=self.settings.num_steps, adapter=adapter,
-                                  device=str(self.device), dtype=dtype)
+            pipe = load_pipeline(
+                model=model, steps=self.settings.num_steps, adapter=adapter, device=str(self.device), dtype=dtype
+            )
         pipe.set_progress_bar_config(disable=True)
         self.pipe, self.model = pipe, model
 
@@ -194,15 +196,24 @@ class _Generator:
         # noise from a CPU generator: the same starting latents on any device
         generator = torch.Generator("cpu").manual_seed(item.seed)
         start = time.perf_counter()
-        out = self.pipe(prompt=item.prompt, fastface=cfg, generator=generator, height=size, width=size,
-                        **inputs.call_kwargs())
+        out = self.pipe(
+            prompt=item.prompt, fastface=cfg, generator=generator, height=size, width=size, **inputs.call_kwargs()
+        )
         image = out.images[0]  # a PIL image: the GPU work is done once it exists
         return image, int(out.unet_evaluations), time.perf_counter() - start
 
 
 def _item_record(item: EvalItem) -> dict:
-    return {"key": item.key, "model": item.model, "variant": item.variant, "identity": item.identity,
-            "prompt_set": item.prompt_set, "prompt": item.prompt, "seed": item.seed, "image": item.image}
+    return {
+        "key": item.key,
+        "model": item.model,
+        "variant": item.variant,
+        "identity": item.identity,
+        "prompt_set": item.prompt_set,
+        "prompt": item.prompt,
+        "seed": item.seed,
+        "image": item.image,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,13 +233,21 @@ def _process_state():
     # A process that is done waits at the last barrier for the slowest one; the default
     # collective timeout (10 min for NCCL) is too short for a long grid. (Ignored when the
     # process group already exists.)
-    return PartialState(cpu=not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU"),
-                        timeout=timedelta(hours=6))
+    return PartialState(
+        cpu=not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU"), timeout=timedelta(hours=6)
+    )
 
 
-def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: bool = False, *,
-                   progress: bool = True, limit: int | None = None,
-                   stop_after: int | None = None) -> pd.DataFrame:
+def run_evaluation(
+    spec: EvalSpec,
+    out_dir,
+    resume: bool = False,
+    overwrite: bool = False,
+    *,
+    progress: bool = True,
+    limit: int | None = None,
+    stop_after: int | None = None,
+) -> pd.DataFrame:
     """Generate and score the grid of ``spec`` into ``out_dir``; returns the merged results table.
 
     Args:
@@ -269,14 +288,17 @@ def run_evaluation(spec: EvalSpec, out_dir, resume: bool = False, overwrite: boo
         state.wait_for_everyone()
         if state.is_main_process:
             table = finalize(folder)
-            print(f"{folder.path}: {len(table)} images ({len(todo)} generated now by {state.num_processes} "
-                  f"process(es), {len(items) - len(todo)} already done); summary in {folder.path / SUMMARY_MD}")
+            print(
+                f"{folder.path}: {len(table)} images ({len(todo)} generated now by {state.num_processes} "
+                f"process(es), {len(items) - len(todo)} already done); summary in {folder.path / SUMMARY_MD}"
+            )
         state.wait_for_everyone()
         return load_results(folder.path)
 
 
-def _prepare(folder: RunFolder, state, settings: RunSettings, identities: list[Identity], resume: bool,
-             overwrite: bool) -> Scorers:
+def _prepare(
+    folder: RunFolder, state, settings: RunSettings, identities: list[Identity], resume: bool, overwrite: bool
+) -> Scorers:
     """Every process checks (reads only), then the main process writes, then everyone reads.
 
     Returns this process's scorers, with every identity photo's face found (a photo without a face
@@ -294,16 +316,27 @@ def _prepare(folder: RunFolder, state, settings: RunSettings, identities: list[I
     return scorers
 
 
-def _generate(folder: RunFolder, state, settings: RunSettings, scorers: Scorers, identities: dict[str, Identity],
-              mine: list[EvalItem], progress: bool, stop_after: int | None) -> None:
+def _generate(
+    folder: RunFolder,
+    state,
+    settings: RunSettings,
+    scorers: Scorers,
+    identities: dict[str, Identity],
+    mine: list[EvalItem],
+    progress: bool,
+    stop_after: int | None,
+) -> None:
     """Generate, save, score and log this process's items, one at a time (the image first: a
     record always has one)."""
     from tqdm.auto import tqdm
 
     generate = _Generator(settings, state.device, scorers)
-    bar = tqdm(total=len(mine), unit="image", disable=not progress or not state.is_main_process,
-               desc=f"eval (process {state.process_index + 1}/{state.num_processes})"
-               if state.num_processes > 1 else "eval")
+    bar = tqdm(
+        total=len(mine),
+        unit="image",
+        disable=not progress or not state.is_main_process,
+        desc=f"eval (process {state.process_index + 1}/{state.num_processes})" if state.num_processes > 1 else "eval",
+    )
     recorded = 0
     with folder.open_log(state.process_index) as log, bar:
         for item in mine:
@@ -342,8 +375,11 @@ def recompute_metrics(run_dir, *, progress: bool = True, device=None) -> pd.Data
         grid = build_items(settings)
         items = [item for item in grid if item.key in records]
         if len(grid) > len(items):
-            warnings.warn(f"{folder.path}: {len(grid) - len(items)} item(s) of the grid are not finished; "
-                          f"scoring the {len(items)} that are", stacklevel=2)
+            warnings.warn(
+                f"{folder.path}: {len(grid) - len(items)} item(s) of the grid are not finished; "
+                f"scoring the {len(items)} that are",
+                stacklevel=2,
+            )
         from PIL import Image
         from tqdm.auto import tqdm
 

@@ -7,6 +7,7 @@ merged per-image table, the summary per (model, variant, prompt set) and one plo
 Each summary row is a mean with its 95% percentile-bootstrap interval (`metrics.aggregate`);
 images without a detectable face are counted as ``failures`` and excluded from the mean.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,15 @@ from fastface_lite.evaluation.run_folder import PLOTS, RESULTS_CSV, SUMMARY_CSV,
 from fastface_lite.inspect.plots import save_figure
 
 # per-image columns summarised by `metrics.aggregate` (those present in the table)
-SUMMARY_METRICS = ("id_similarity", "id_dlib_similarity", "clip_score", "clip_score_b32",
-                   "face_size_ratio", "unet_evaluations", "seconds")
+SUMMARY_METRICS = (
+    "id_similarity",
+    "id_dlib_similarity",
+    "clip_score",
+    "clip_score_b32",
+    "face_size_ratio",
+    "unet_evaluations",
+    "seconds",
+)
 # columns that depend on the machine and the moment, not on the inputs
 TIMING_COLUMNS = ("seconds", "finished_at", "metrics_at")
 _GROUP_BY = ("model", "variant", "prompt_set")
@@ -68,8 +76,9 @@ def finalize(folder: RunFolder) -> pd.DataFrame:
     folder.write_text(RESULTS_CSV, table.to_csv(index=False))
     if table.empty:
         return table
-    metrics = [m for m in SUMMARY_METRICS if m in table.columns
-               and not (m == "id_dlib_similarity" and settings.mode == "tiny")]
+    metrics = [
+        m for m in SUMMARY_METRICS if m in table.columns and not (m == "id_dlib_similarity" and settings.mode == "tiny")
+    ]
     summary = aggregate(table, by=_GROUP_BY, metrics=metrics)
     # the order the user gave variants and models in, not alphabetical
     order = {"model": list(settings.models), "variant": list(settings.variants)}
@@ -93,12 +102,16 @@ def _format(value) -> str:
 
 def summary_markdown(summary: pd.DataFrame, settings: RunSettings) -> str:
     """summary.md: what the run was, how to read it, and the summary table (4 decimals, n/a)."""
-    head = (f"# Evaluation summary\n\nmode: {settings.mode}, adapter: {settings.adapter}, "
-            f"{settings.num_steps} steps, seed {settings.seed}. Mean and 95% percentile-bootstrap "
-            "interval per group; `failures` = images without a detectable face (excluded from the mean).\n")
+    head = (
+        f"# Evaluation summary\n\nmode: {settings.mode}, adapter: {settings.adapter}, "
+        f"{settings.num_steps} steps, seed {settings.seed}. Mean and 95% percentile-bootstrap "
+        "interval per group; `failures` = images without a detectable face (excluded from the mean).\n"
+    )
     if settings.mode == "tiny":
-        head += ("\nTiny mode: random weights, so the images are noise and faces are rarely found; "
-                 "the numbers exercise the pipeline, they do not measure FastFace.\n")
+        head += (
+            "\nTiny mode: random weights, so the images are noise and faces are rarely found; "
+            "the numbers exercise the pipeline, they do not measure FastFace.\n"
+        )
     columns = list(summary.columns)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in summary.itertuples(index=False):

@@ -17,15 +17,16 @@ corner on the image's left, the mouth corner on the image's right. insightface c
 `norm_crop` template (`face_align.arcface_dst`), whose first point sits at x=38 of 112: feeding
 the points in another order makes the crop mirrored or skewed.
 """
+
 from __future__ import annotations
 
 import contextlib
 import functools
 import importlib.util
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -33,8 +34,11 @@ from fastface_lite.errors import NoFaceError
 from fastface_lite.faces.images import ImageInput, describe, load_rgb
 
 __all__ = [
-    "Face", "FaceAnalyzer", "insightface_weights_available",
-    "DET_SIZES", "DLIB_SAME_PERSON_DISTANCE",
+    "Face",
+    "FaceAnalyzer",
+    "insightface_weights_available",
+    "DET_SIZES",
+    "DLIB_SAME_PERSON_DISTANCE",
 ]
 
 # SPEC §5: detection is retried at smaller detector input sizes until a face is found.
@@ -47,8 +51,9 @@ _DLIB_LEFT_EYE = slice(36, 42)
 _DLIB_RIGHT_EYE = slice(42, 48)
 _DLIB_NOSE_TIP, _DLIB_MOUTH_LEFT, _DLIB_MOUTH_RIGHT = 30, 48, 54
 
-_NO_FACE_ADVICE = ("Use a frontal, well-lit photo in which the face is at least ~80 px wide "
-                   "and not cut off by the frame.")
+_NO_FACE_ADVICE = (
+    "Use a frontal, well-lit photo in which the face is at least ~80 px wide and not cut off by the frame."
+)
 
 
 def _frozen_array(values, dtype=np.float32) -> np.ndarray:
@@ -122,8 +127,10 @@ class Face:
 
     def __repr__(self) -> str:
         box = ", ".join(f"{v:.0f}" for v in self.bbox)
-        return (f"Face(backend={self.backend!r}, bbox=({box}), det_score={self.det_score:.2f}, "
-                f"embedding={self.embedding.shape[0]}-d)")
+        return (
+            f"Face(backend={self.backend!r}, bbox=({box}), det_score={self.det_score:.2f}, "
+            f"embedding={self.embedding.shape[0]}-d)"
+        )
 
 
 @contextlib.contextmanager
@@ -140,14 +147,14 @@ def _align(rgb: np.ndarray, kps: np.ndarray, size: int, bgr: bool) -> np.ndarray
     from insightface.utils.face_align import norm_crop
 
     if size <= 0 or (size % 112 and size % 128):
-        raise ValueError(f"Aligned crop size must be a multiple of 112 or 128 (e.g. 112, 224), "
-                         f"got {size}.")
+        raise ValueError(f"Aligned crop size must be a multiple of 112 or 128 (e.g. 112, 224), got {size}.")
     with _quiet_skimage_estimate():
         crop = norm_crop(rgb, landmark=np.asarray(kps, dtype=np.float32), image_size=size)
     return np.ascontiguousarray(crop[:, :, ::-1] if bgr else crop)
 
 
 # ----------------------------------------------------------------------------------- backends
+
 
 def insightface_weights_available(name: str = "buffalo_l", root: str = "~/.insightface") -> bool:
     """True when an insightface model pack (e.g. buffalo_l) is already on disk; never downloads."""
@@ -173,39 +180,51 @@ class _InsightfaceBackend:
 
     name = "insightface"
 
-    def __init__(self, name: str, root: str, ctx_id: int | None, det_sizes: Sequence[int],
-                 det_thresh: float, providers: Sequence[str] | None):
+    def __init__(
+        self,
+        name: str,
+        root: str,
+        ctx_id: int | None,
+        det_sizes: Sequence[int],
+        det_thresh: float,
+        providers: Sequence[str] | None,
+    ):
         from insightface.app import FaceAnalysis
 
         self.ctx_id = (0 if _onnx_has_cuda() else -1) if ctx_id is None else ctx_id
         if providers is None:
-            providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if self.ctx_id >= 0
-                         else ["CPUExecutionProvider"])
+            providers = (
+                ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.ctx_id >= 0 else ["CPUExecutionProvider"]
+            )
         folder = _insightface_model_dir(name, root)
         # A folder path loads as is; a pack name is looked up under root (and downloaded by
         # insightface if missing, which needs the network).
         on_disk = folder.is_dir()
         try:
-            self.app = FaceAnalysis(name=str(folder) if on_disk else name,
-                                    root=str(Path(root).expanduser()),
-                                    allowed_modules=["detection", "recognition"],
-                                    providers=list(providers))
+            self.app = FaceAnalysis(
+                name=str(folder) if on_disk else name,
+                root=str(Path(root).expanduser()),
+                allowed_modules=["detection", "recognition"],
+                providers=list(providers),
+            )
         except Exception as err:
             if on_disk:
                 raise
             raise RuntimeError(
                 f"The insightface pack {name!r} is not in {folder} and could not be downloaded "
                 f"({type(err).__name__}: {err}). Unzip {name}.zip there, or use "
-                "FaceAnalyzer('dlib') offline.") from err
+                "FaceAnalyzer('dlib') offline."
+            ) from err
         if "recognition" not in self.app.models:
-            raise RuntimeError(f"No recognition model was found in the insightface pack "
-                               f"{name!r} ({folder}); buffalo_l ships w600k_r50.onnx.")
+            raise RuntimeError(
+                f"No recognition model was found in the insightface pack "
+                f"{name!r} ({folder}); buffalo_l ships w600k_r50.onnx."
+            )
         self.det_sizes = tuple(int(s) for s in det_sizes)
         if not self.det_sizes:
             raise ValueError("det_sizes must list at least one detector input size.")
         self.det_thresh = det_thresh
-        self.app.prepare(ctx_id=self.ctx_id, det_thresh=det_thresh,
-                         det_size=(self.det_sizes[0], self.det_sizes[0]))
+        self.app.prepare(ctx_id=self.ctx_id, det_thresh=det_thresh, det_size=(self.det_sizes[0], self.det_sizes[0]))
         self._det_size = self.det_sizes[0]
         recognizer = self.app.models["recognition"]
         self.embedding_dim = int(recognizer.output_shape[-1])
@@ -215,8 +234,7 @@ class _InsightfaceBackend:
         # Only the detector depends on the size; re-preparing the whole app would also rebuild
         # the recognizer's session on CPU.
         if size != self._det_size:
-            self.app.det_model.prepare(self.ctx_id, input_size=(size, size),
-                                       det_thresh=self.det_thresh)
+            self.app.det_model.prepare(self.ctx_id, input_size=(size, size), det_thresh=self.det_thresh)
             self._det_size = size
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
@@ -232,11 +250,18 @@ class _InsightfaceBackend:
 
     def _to_face(self, found, size: int) -> Face:
         if found.kps is None:
-            raise RuntimeError("The insightface detector returned no keypoints; use a detector "
-                               "with landmarks (buffalo_l's det_10g).")
-        return Face(bbox=found.bbox[:4], kps=found.kps, det_score=found.det_score,
-                    embedding=found.normed_embedding, raw_embedding=found.embedding,
-                    backend=self.name, det_size=size)
+            raise RuntimeError(
+                "The insightface detector returned no keypoints; use a detector with landmarks (buffalo_l's det_10g)."
+            )
+        return Face(
+            bbox=found.bbox[:4],
+            kps=found.kps,
+            det_score=found.det_score,
+            embedding=found.normed_embedding,
+            raw_embedding=found.embedding,
+            backend=self.name,
+            det_size=size,
+        )
 
 
 def dlib_models_dir() -> Path:
@@ -247,8 +272,9 @@ def dlib_models_dir() -> Path:
     """
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("face_recognition_models is not installed; "
-                                  "pip install face_recognition_models==0.3.0")
+        raise ModuleNotFoundError(
+            "face_recognition_models is not installed; pip install face_recognition_models==0.3.0"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
@@ -258,10 +284,12 @@ def _dlib_models():
     import dlib
 
     folder = dlib_models_dir()
-    return (dlib.get_frontal_face_detector(),
-            dlib.cnn_face_detection_model_v1(str(folder / "mmod_human_face_detector.dat")),
-            dlib.shape_predictor(str(folder / "shape_predictor_68_face_landmarks.dat")),
-            dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat")))
+    return (
+        dlib.get_frontal_face_detector(),
+        dlib.cnn_face_detection_model_v1(str(folder / "mmod_human_face_detector.dat")),
+        dlib.shape_predictor(str(folder / "shape_predictor_68_face_landmarks.dat")),
+        dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat")),
+    )
 
 
 class _DlibBackend:
@@ -281,13 +309,14 @@ class _DlibBackend:
         # CNN face detector agrees on a crop around them (~0.3 s each on CPU).
         self.confirm_below = -np.inf if confirm_below is None else float(confirm_below)
         self.detector, self.cnn, self.predictor, self.encoder = _dlib_models()
-        self.detail = (f"HOG upsample {self.upsample}, min score {self.min_score}, "
-                       f"CNN-confirmed below {self.confirm_below}")
+        self.detail = (
+            f"HOG upsample {self.upsample}, min score {self.min_score}, CNN-confirmed below {self.confirm_below}"
+        )
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         rects, scores, _ = self.detector.run(rgb, self.upsample, self.min_score)
         faces = []
-        for rect, score in zip(rects, scores):
+        for rect, score in zip(rects, scores, strict=True):
             # dlib rectangles are inclusive; +1 makes x1 - x0 the width in pixels.
             bbox = (rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1)
             if score < self.confirm_below and not self._confirmed_by_cnn(rgb, bbox):
@@ -295,9 +324,16 @@ class _DlibBackend:
             shape = self.predictor(rgb, rect)
             points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
             raw = np.array(self.encoder.compute_face_descriptor(rgb, shape), dtype=np.float32)
-            faces.append(Face(bbox=bbox, kps=_five_from_68(points), det_score=score,
-                              embedding=raw / np.linalg.norm(raw), raw_embedding=raw,
-                              backend=self.name))
+            faces.append(
+                Face(
+                    bbox=bbox,
+                    kps=_five_from_68(points),
+                    det_score=score,
+                    embedding=raw / np.linalg.norm(raw),
+                    raw_embedding=raw,
+                    backend=self.name,
+                )
+            )
         return faces
 
     def _confirmed_by_cnn(self, rgb: np.ndarray, bbox) -> bool:
@@ -311,12 +347,17 @@ class _DlibBackend:
         bottom = int(min(rgb.shape[0], y1 + side / 2))
         scale = self._CONFIRM_WIDTH / side
         size = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
-        crop = cv2.resize(rgb[top:bottom, left:right], size,
-                          interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        crop = cv2.resize(
+            rgb[top:bottom, left:right], size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        )
         for found in self.cnn(np.ascontiguousarray(crop), 0):
             r = found.rect
-            box = (left + r.left() / scale, top + r.top() / scale,
-                   left + (r.right() + 1) / scale, top + (r.bottom() + 1) / scale)
+            box = (
+                left + r.left() / scale,
+                top + r.top() / scale,
+                left + (r.right() + 1) / scale,
+                top + (r.bottom() + 1) / scale,
+            )
             if _iou(box, bbox) >= 0.3:
                 return True
         return False
@@ -333,11 +374,19 @@ def _iou(a, b) -> float:
 
 def _five_from_68(points: np.ndarray) -> np.ndarray:
     """(68, 2) dlib landmarks -> (5, 2) keypoints in insightface's order."""
-    return np.stack([points[_DLIB_LEFT_EYE].mean(axis=0), points[_DLIB_RIGHT_EYE].mean(axis=0),
-                     points[_DLIB_NOSE_TIP], points[_DLIB_MOUTH_LEFT], points[_DLIB_MOUTH_RIGHT]])
+    return np.stack(
+        [
+            points[_DLIB_LEFT_EYE].mean(axis=0),
+            points[_DLIB_RIGHT_EYE].mean(axis=0),
+            points[_DLIB_NOSE_TIP],
+            points[_DLIB_MOUTH_LEFT],
+            points[_DLIB_MOUTH_RIGHT],
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------------- analyzer
+
 
 class FaceAnalyzer:
     """Detect faces and compute identity embeddings with insightface or dlib.
@@ -364,19 +413,29 @@ class FaceAnalyzer:
         >>> face.embedding.shape                      # (128,) with dlib, (512,) with buffalo_l
     """
 
-    def __init__(self, backend: str = "auto", *, name: str = "buffalo_l",
-                 root: str = "~/.insightface", ctx_id: int | None = None,
-                 det_sizes: Sequence[int] = DET_SIZES, det_thresh: float = 0.5,
-                 providers: Sequence[str] | None = None, upsample: int = 1,
-                 min_score: float = 0.0, confirm_below: float | None = 1.0):
+    def __init__(
+        self,
+        backend: str = "auto",
+        *,
+        name: str = "buffalo_l",
+        root: str = "~/.insightface",
+        ctx_id: int | None = None,
+        det_sizes: Sequence[int] = DET_SIZES,
+        det_thresh: float = 0.5,
+        providers: Sequence[str] | None = None,
+        upsample: int = 1,
+        min_score: float = 0.0,
+        confirm_below: float | None = 1.0,
+    ):
         if backend not in ("auto", "insightface", "dlib"):
             raise ValueError(f"backend must be 'auto', 'insightface' or 'dlib', got {backend!r}.")
         self.requested = backend
         if backend == "auto":
             found = insightface_weights_available(name, root)
             backend = "insightface" if found else "dlib"
-            self.reason = (f"auto: {name} found" if found else
-                           f"auto: no {name} weights in {_insightface_model_dir(name, root)}")
+            self.reason = (
+                f"auto: {name} found" if found else f"auto: no {name} weights in {_insightface_model_dir(name, root)}"
+            )
         else:
             self.reason = "requested"
         if backend == "insightface":
@@ -386,7 +445,7 @@ class FaceAnalyzer:
 
     @property
     def backend(self) -> str:
-        """"insightface" or "dlib": the backend actually in use."""
+        """ "insightface" or "dlib": the backend actually in use."""
         return self._impl.name
 
     @property
@@ -395,11 +454,14 @@ class FaceAnalyzer:
         return self._impl.embedding_dim
 
     def __repr__(self) -> str:
-        return (f"FaceAnalyzer(backend={self.backend!r}, embedding_dim={self.embedding_dim}, "
-                f"{self._impl.detail}; {self.reason})")
+        return (
+            f"FaceAnalyzer(backend={self.backend!r}, embedding_dim={self.embedding_dim}, "
+            f"{self._impl.detail}; {self.reason})"
+        )
 
-    def analyze(self, image: ImageInput, *, crops: bool = False, crop_size: int = 224,
-                name: str | None = None) -> list[Face]:
+    def analyze(
+        self, image: ImageInput, *, crops: bool = False, crop_size: int = 224, name: str | None = None
+    ) -> list[Face]:
         """All faces in `image`, largest box first; an empty list when there is none.
 
         Args:
@@ -418,8 +480,7 @@ class FaceAnalyzer:
             faces = [_with_crop(f, _align(rgb, f.kps, crop_size, bgr=False)) for f in faces]
         return faces
 
-    def largest(self, image: ImageInput, *, crops: bool = False, crop_size: int = 224,
-                name: str | None = None) -> Face:
+    def largest(self, image: ImageInput, *, crops: bool = False, crop_size: int = 224, name: str | None = None) -> Face:
         """The largest face in `image`; warns when there are several.
 
         Raises:
@@ -429,12 +490,16 @@ class FaceAnalyzer:
         label = name or describe(image)
         faces = self.analyze(image, crops=crops, crop_size=crop_size, name=label)
         if not faces:
-            raise NoFaceError(f"No face found in {label} (backend {self.backend}: "
-                              f"{self._impl.detail}). {_NO_FACE_ADVICE}")
+            raise NoFaceError(
+                f"No face found in {label} (backend {self.backend}: {self._impl.detail}). {_NO_FACE_ADVICE}"
+            )
         if len(faces) > 1:
-            warnings.warn(f"{len(faces)} faces found in {label}; using the largest "
-                          f"({faces[0].width:.0f}x{faces[0].height:.0f} px). Crop the image to "
-                          "one face to choose another.", stacklevel=2)
+            warnings.warn(
+                f"{len(faces)} faces found in {label}; using the largest "
+                f"({faces[0].width:.0f}x{faces[0].height:.0f} px). Crop the image to "
+                "one face to choose another.",
+                stacklevel=2,
+            )
         return faces[0]
 
 

@@ -8,18 +8,18 @@ which input was bad and what to do about it.
 The errors (:mod:`fastface_lite.errors`) all derive from `FaceError`, so an evaluation loop can
 catch one class.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fastface_lite.errors import ImageTooSmallError, UnreadableImageError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
 # A face detector needs a few dozen pixels across a face; below this no face can be found.
 MIN_IMAGE_SIDE = 32
@@ -66,28 +66,30 @@ def load_rgb(image: ImageInput, name: str | None = None) -> np.ndarray:
     elif isinstance(image, np.ndarray):
         rgb = _array_to_rgb(image, label)
     else:
-        raise TypeError(f"Cannot read {label} as an image: pass a file path, a PIL image or a "
-                        "numpy array (H, W[, 3|4]).")
+        raise TypeError(
+            f"Cannot read {label} as an image: pass a file path, a PIL image or a numpy array (H, W[, 3|4])."
+        )
     height, width = rgb.shape[:2]
     if min(height, width) < MIN_IMAGE_SIDE:
         raise ImageTooSmallError(
             f"{label} is {width}x{height} pixels, too small to hold a face. Use a photo at "
-            f"least {MIN_IMAGE_SIDE} px on each side, ideally with the face at least ~80 px wide.")
+            f"least {MIN_IMAGE_SIDE} px on each side, ideally with the face at least ~80 px wide."
+        )
     return rgb
 
 
 def _open_file(path: Path, label: str) -> Image.Image:
     if not path.exists():
-        raise UnreadableImageError(f"{label}: no such file. Check the path (relative paths are "
-                                   f"resolved from {Path.cwd()}).")
+        raise UnreadableImageError(
+            f"{label}: no such file. Check the path (relative paths are resolved from {Path.cwd()})."
+        )
     if path.is_dir():
         raise UnreadableImageError(f"{label} is a folder, not an image file.")
     try:
         pil = Image.open(path)
         pil.load()  # decode now, so a truncated file fails here and not later
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise UnreadableImageError(f"{label} is not a readable image ({err}). Use a JPEG or "
-                                   "PNG photo.") from err
+        raise UnreadableImageError(f"{label} is not a readable image ({err}). Use a JPEG or PNG photo.") from err
     return pil
 
 
@@ -114,7 +116,8 @@ def _array_to_rgb(array: np.ndarray, label: str) -> np.ndarray:
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise UnreadableImageError(
             f"{label}: expected an image array of shape (H, W), (H, W, 3) or (H, W, 4). "
-            "A channels-first (3, H, W) array needs .transpose(1, 2, 0).")
+            "A channels-first (3, H, W) array needs .transpose(1, 2, 0)."
+        )
     values = _to_unit_range(array, label)
     if values.shape[2] == 4:
         alpha = values[:, :, 3:4]
@@ -145,7 +148,7 @@ def _to_unit_range(array: np.ndarray, label: str) -> np.ndarray:
         if low < -0.01 or high > 1.01:
             raise UnreadableImageError(
                 f"{label}: float images must lie in [0, 1], found [{low:.3g}, {high:.3g}]. "
-                "Divide 0..255 data by 255, or map [-1, 1] data with (x + 1) / 2.")
+                "Divide 0..255 data by 255, or map [-1, 1] data with (x + 1) / 2."
+            )
         return np.clip(array.astype(np.float32), 0.0, 1.0)
-    raise UnreadableImageError(f"{label}: unsupported dtype {array.dtype}; use uint8, uint16 "
-                               "or float in [0, 1].")
+    raise UnreadableImageError(f"{label}: unsupported dtype {array.dtype}; use uint8, uint16 or float in [0, 1].")

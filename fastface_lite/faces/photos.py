@@ -1,17 +1,25 @@
 """The workbook's shipped data: prompt sets and public-domain face photos.
 
-    >>> load_prompts("stylistic")[0]
-    'watercolor painting; a person reading in a park'
-    >>> face_path("grace_hopper").name
-    'grace_hopper.jpg'
+>>> load_prompts("stylistic")[0]
+'watercolor painting; a person reading in a park'
+>>> face_path("grace_hopper").name
+'grace_hopper.jpg'
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["DATA_DIR", "load_prompts", "split_style", "prompt_sets", "face_path", "face_names",
-           "insightface_group_photo"]
+__all__ = [
+    "DATA_DIR",
+    "load_prompts",
+    "split_style",
+    "prompt_sets",
+    "face_path",
+    "face_names",
+    "insightface_group_photo",
+]
 
 # data/ sits beside the package in the repository (the package is installed editable).
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -37,8 +45,10 @@ def load_prompts(name_or_path: str | os.PathLike) -> list[str]:
     path = DATA_DIR / "prompts" / f"{text}.txt" if is_name else Path(text)
     if not path.is_file():
         known = ", ".join(prompt_sets()) or "none"
-        raise FileNotFoundError(f"No prompt file at '{path}'. Shipped sets: {known}; or pass "
-                                "the path of a .txt file with one prompt per line.")
+        raise FileNotFoundError(
+            f"No prompt file at '{path}'. Shipped sets: {known}; or pass "
+            "the path of a .txt file with one prompt per line."
+        )
     prompts = []
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
@@ -60,8 +70,7 @@ def split_style(prompt: str) -> tuple[str | None, str]:
 
 def face_names() -> list[str]:
     """Names of the shipped face photos (files in data/faces)."""
-    return sorted(p.stem for p in (DATA_DIR / "faces").iterdir()
-                  if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return sorted(p.stem for p in (DATA_DIR / "faces").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
 def face_path(name: str) -> Path:
@@ -70,8 +79,9 @@ def face_path(name: str) -> Path:
         path = DATA_DIR / "faces" / f"{name}{suffix}"
         if path.is_file():
             return path
-    raise FileNotFoundError(f"No face photo named {name!r} in {DATA_DIR / 'faces'}; "
-                            f"shipped: {', '.join(face_names())}.")
+    raise FileNotFoundError(
+        f"No face photo named {name!r} in {DATA_DIR / 'faces'}; shipped: {', '.join(face_names())}."
+    )
 
 
 def insightface_group_photo() -> Path:

@@ -1,10 +1,10 @@
 """One aggregated attention map, as :meth:`fastface_lite.inspect.trace.Trace.maps` (and the store's
 :meth:`~fastface_lite.inspect.store.AttentionStore.maps`) return it, and its plots."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ class HeatMap:
     block: str
     step: str
     branch: str
-    stage: Optional[str] = None
+    stage: str | None = None
 
     def __repr__(self) -> str:
         return f"HeatMap({self.title!r}, shape={tuple(self.values.shape)})"

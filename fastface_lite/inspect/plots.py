@@ -11,12 +11,13 @@ token or block recorded at no step raises :class:`~fastface_lite.errors.NothingR
     block_step_grid(tr, 0, image, kind="id")
     raw_vs_used(tr, image=image, step=1)          # what AM changed, per block
 """
+
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -52,14 +53,13 @@ def _cell_title(hm) -> str:
     return f"{hm.token} · {hm.step}\n{hm.block} · {hm.branch}{stage}"
 
 
-def _draw(ax, values: np.ndarray, rgb: Optional[np.ndarray], *, cmap, vmin, vmax, alpha):
+def _draw(ax, values: np.ndarray, rgb: np.ndarray | None, *, cmap, vmin, vmax, alpha):
     """Image (if any) with the map stretched over it; returns the map's AxesImage."""
     if rgb is not None:
         h, w = rgb.shape[:2]
         extent = (0, w, h, 0)
         ax.imshow(rgb, extent=extent)
-        shown = ax.imshow(values, extent=extent, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha,
-                          interpolation="bilinear")
+        shown = ax.imshow(values, extent=extent, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha, interpolation="bilinear")
     else:
         shown = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_xticks([])
@@ -67,9 +67,18 @@ def _draw(ax, values: np.ndarray, rgb: Optional[np.ndarray], *, cmap, vmin, vmax
     return shown
 
 
-def plot_overlay(heatmap, image=None, ax=None, *, alpha: float = 0.55, cmap: str = "jet",
-                 vmin: Optional[float] = None, vmax: Optional[float] = None, title: Optional[str] = None,
-                 colorbar: bool = False):
+def plot_overlay(
+    heatmap,
+    image=None,
+    ax=None,
+    *,
+    alpha: float = 0.55,
+    cmap: str = "jet",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    title: str | None = None,
+    colorbar: bool = False,
+):
     """Draw one :class:`~fastface_lite.inspect.heatmap.HeatMap` over ``image`` (or alone when None).
 
     The (R_h, R_w) map is stretched over the whole image (the latent grid covers the picture).
@@ -149,7 +158,7 @@ def _grid(cells: list[list], rgb, suptitle: str, path, cmap: str = "jet", alpha:
     return fig
 
 
-def _branch(tr, branch: Optional[str]) -> str:
+def _branch(tr, branch: str | None) -> str:
     """The branch to show: ``branch``, or the trace's last (FastFace's "text+id")."""
     if branch:
         return branch
@@ -179,9 +188,18 @@ def _cells(tr, rows: Sequence[dict], steps: Sequence[int], **query) -> list[list
     return cells
 
 
-def token_step_grid(tr, tokens: Sequence, image=None, *, kind: str = "text", block=None,
-                    steps: Optional[Sequence[int]] = None, branch: Optional[str] = None, stage: str = "used",
-                    path=None) -> Figure:
+def token_step_grid(
+    tr,
+    tokens: Sequence,
+    image=None,
+    *,
+    kind: str = "text",
+    block=None,
+    steps: Sequence[int] | None = None,
+    branch: str | None = None,
+    stage: str = "used",
+    path=None,
+) -> Figure:
     """Rows = tokens (words/positions for text, indices for ID), columns = steps.
 
     Returns a figure with len(tokens) x len(steps) panels plus one colorbar axes.
@@ -189,13 +207,23 @@ def token_step_grid(tr, tokens: Sequence, image=None, *, kind: str = "text", blo
     branch = _branch(tr, branch)
     steps = list(tr.steps if steps is None else steps)
     cells = _cells(tr, [dict(token=t) for t in tokens], steps, kind=kind, block=block, branch=branch, stage=stage)
-    return _grid(cells, None if image is None else to_rgb(image),
-                 f"{kind} attention by token and step · branch {branch}", path)
+    return _grid(
+        cells, None if image is None else to_rgb(image), f"{kind} attention by token and step · branch {branch}", path
+    )
 
 
-def block_step_grid(tr, token, image=None, *, kind: str = "text", blocks: Optional[Sequence[str]] = None,
-                    steps: Optional[Sequence[int]] = None, branch: Optional[str] = None, stage: str = "used",
-                    path=None) -> Figure:
+def block_step_grid(
+    tr,
+    token,
+    image=None,
+    *,
+    kind: str = "text",
+    blocks: Sequence[str] | None = None,
+    steps: Sequence[int] | None = None,
+    branch: str | None = None,
+    stage: str = "used",
+    path=None,
+) -> Figure:
     """Rows = blocks (default: all recorded), columns = steps, for one token (or list, averaged).
 
     Returns a figure with len(blocks) x len(steps) panels plus one colorbar axes.
@@ -204,12 +232,22 @@ def block_step_grid(tr, token, image=None, *, kind: str = "text", blocks: Option
     blocks = list(tr.blocks if blocks is None else blocks)
     steps = list(tr.steps if steps is None else steps)
     cells = _cells(tr, [dict(block=b) for b in blocks], steps, kind=kind, token=token, branch=branch, stage=stage)
-    return _grid(cells, None if image is None else to_rgb(image),
-                 f"{kind} attention by block and step · branch {branch}", path)
+    return _grid(
+        cells, None if image is None else to_rgb(image), f"{kind} attention by block and step · branch {branch}", path
+    )
 
 
-def raw_vs_used(tr, token=None, image=None, *, blocks: Optional[Sequence[str]] = None, step=None,
-                branch: Optional[str] = None, path=None, alpha: float = 0.55) -> Figure:
+def raw_vs_used(
+    tr,
+    token=None,
+    image=None,
+    *,
+    blocks: Sequence[str] | None = None,
+    step=None,
+    branch: str | None = None,
+    path=None,
+    alpha: float = 0.55,
+) -> Figure:
     """ID attention before AM (raw), after it (used) and their difference, one row per block.
 
     Raw and used share one colour scale; the difference (used - raw) has its own, symmetric
@@ -219,8 +257,13 @@ def raw_vs_used(tr, token=None, image=None, *, blocks: Optional[Sequence[str]] =
     branch = _branch(tr, branch)
     blocks = list(tr.blocks if blocks is None else blocks)
     rgb = None if image is None else to_rgb(image)
-    pairs = [(tr.maps(kind="id", token=token, block=b, step=step, branch=branch, stage="raw"),
-              tr.maps(kind="id", token=token, block=b, step=step, branch=branch, stage="used")) for b in blocks]
+    pairs = [
+        (
+            tr.maps(kind="id", token=token, block=b, step=step, branch=branch, stage="raw"),
+            tr.maps(kind="id", token=token, block=b, step=step, branch=branch, stage="used"),
+        )
+        for b in blocks
+    ]
     vmin = min(min(float(r.values.min()), float(u.values.min())) for r, u in pairs)
     vmax = max(max(float(r.values.max()), float(u.values.max())) for r, u in pairs)
     limit = max(float((u.values - r.values).abs().max()) for r, u in pairs) or 1e-12
@@ -229,8 +272,9 @@ def raw_vs_used(tr, token=None, image=None, *, blocks: Optional[Sequence[str]] =
     for row, (raw, used) in enumerate(pairs):
         shared = plot_overlay(raw, rgb, ax=axes[row, 0], vmin=vmin, vmax=vmax, alpha=alpha).images[-1]
         plot_overlay(used, rgb, ax=axes[row, 1], vmin=vmin, vmax=vmax, alpha=alpha)
-        diff = _draw(axes[row, 2], (used.values - raw.values).numpy(), None, cmap="RdBu_r",
-                     vmin=-limit, vmax=limit, alpha=1.0)
+        diff = _draw(
+            axes[row, 2], (used.values - raw.values).numpy(), None, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=1.0
+        )
         axes[row, 2].set_title(_cell_title(raw).replace(" · raw", " · used − raw"), fontsize=8)
     _colorbar(fig, shared, axes[:, :2].ravel().tolist(), "ID attention weight")
     _colorbar(fig, diff, axes[:, 2].ravel().tolist(), "used − raw")

@@ -40,10 +40,11 @@ when it is well formed but asks for maps the store does not hold (a kind, stage,
 step, row, image or head that was not recorded or not kept), so a caller can tell "not there"
 from "asked wrongly" by the exception's class.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ from fastface_lite.method.am import unet_part
 from fastface_lite.method.am_config import PARTS
 from fastface_lite.sdxl.processor import StepContext
 
-Selector = Union[None, int, str, Sequence[Union[int, str]]]
+Selector = None | int | str | Sequence[int | str]
 KINDS = ("text", "id")
 STAGES = ("raw", "used")
 
@@ -108,7 +109,7 @@ def format_indices(values: Sequence[int]) -> str:
 
 
 def _span(values: list[int], what: str) -> str:
-    """"step 1" or "steps 0-3"."""
+    """ "step 1" or "steps 0-3"."""
     return f"{what}{'s' if len(values) > 1 else ''} {format_indices(values)}"
 
 
@@ -135,8 +136,8 @@ class AttentionStore:
         group: str = "block",
         keep_heads: bool = False,
         per_image: bool = False,
-        resolution: Union[None, int, tuple[int, int]] = None,
-        branches: Optional[Sequence[str]] = None,
+        resolution: None | int | tuple[int, int] = None,
+        branches: Sequence[str] | None = None,
     ):
         bad = [s for s in stages if s not in STAGES]
         if bad or not stages:
@@ -149,7 +150,7 @@ class AttentionStore:
         self.group = group
         self.keep_heads = bool(keep_heads)
         self.per_image = bool(per_image)
-        self.resolution: Optional[tuple[int, int]] = None if resolution is None else tuple(resolution)
+        self.resolution: tuple[int, int] | None = None if resolution is None else tuple(resolution)
         self._keep_branches = None if branches is None else set(as_list(branches))
         self._sums: dict[tuple, torch.Tensor] = {}  # (kind, stage, group, step, branch) -> (K, I, Hd, R_h, R_w)
         self._counts: dict[tuple, int] = {}
@@ -159,8 +160,9 @@ class AttentionStore:
         self.timesteps: dict[int, float] = {}  # step index -> timestep, of every step added
 
     # -- adding ---------------------------------------------------------------------------------
-    def add_text(self, layer: str, context: StepContext, probs: torch.Tensor,
-                 latent_hw: Optional[tuple[int, int]] = None) -> None:
+    def add_text(
+        self, layer: str, context: StepContext, probs: torch.Tensor, latent_hw: tuple[int, int] | None = None
+    ) -> None:
         """Add one layer's text-token probabilities.
 
         Args:
@@ -171,8 +173,14 @@ class AttentionStore:
         """
         self._accumulate("text", None, layer, context, self._reduce(probs, context, latent_hw))
 
-    def add_id(self, layer: str, context: StepContext, raw: torch.Tensor, used: torch.Tensor,
-               latent_hw: Optional[tuple[int, int]] = None) -> None:
+    def add_id(
+        self,
+        layer: str,
+        context: StepContext,
+        raw: torch.Tensor,
+        used: torch.Tensor,
+        latent_hw: tuple[int, int] | None = None,
+    ) -> None:
         """Add one layer's ID-token probabilities before (raw) and after (used) AM, each
         (B, heads, N, K); the stages not kept are dropped. ``used is raw`` (AM off) reduces once."""
         reduced = {}
@@ -220,7 +228,7 @@ class AttentionStore:
         group = block_name(layer) if self.group == "block" else layer
         self._groups.setdefault(group)
         self.timesteps[context.step_index] = context.timestep
-        for b, (name, index) in enumerate(zip(names, indices)):
+        for b, (name, index) in enumerate(zip(names, indices, strict=True)):
             if self._keep_branches is not None and name not in self._keep_branches:
                 continue
             self._branch_index.setdefault(name, index)
@@ -266,15 +274,15 @@ class AttentionStore:
     def maps(
         self,
         kind: str = "text",
-        rows: Union[None, int, Sequence[int]] = None,
+        rows: None | int | Sequence[int] = None,
         *,
-        label: Optional[str] = None,
-        block: Union[None, str, Sequence[str]] = None,
-        step: Union[None, int, Sequence[int]] = None,
-        branch: Optional[str] = None,
+        label: str | None = None,
+        block: None | str | Sequence[str] = None,
+        step: None | int | Sequence[int] = None,
+        branch: str | None = None,
         stage: str = "used",
-        image: Optional[int] = None,
-        head: Optional[int] = None,
+        image: int | None = None,
+        head: int | None = None,
     ) -> HeatMap:
         """One heat map: the mean over the selected rows, blocks and steps.
 
@@ -311,8 +319,9 @@ class AttentionStore:
         if not rows or min(rows) < 0:
             raise ValueError(f"rows must be indices 0..{count - 1}, got {rows}")
         if max(rows) >= count:
-            raise NothingRecorded(f"{kind} rows {[r for r in rows if r >= count]} were not recorded; "
-                                  f"the store holds rows 0..{count - 1}")
+            raise NothingRecorded(
+                f"{kind} rows {[r for r in rows if r >= count]} were not recorded; the store holds rows 0..{count - 1}"
+            )
         branch = branch if branch is not None else self.branches[-1]
         if branch not in self._branch_index:
             raise NothingRecorded(f"branch {branch!r} was not recorded; recorded: {self.branches}")
@@ -335,8 +344,9 @@ class AttentionStore:
         block_label = "all blocks" if block is None else ", ".join(as_list(block))
         step_label = _span(sorted({k[3] for k in keys}), "step")
         label = label if label is not None else f"rows {format_indices(rows)}"
-        return HeatMap(total.detach().float().cpu(), kind, label, block_label, step_label, branch,
-                       stage if kind == "id" else None)
+        return HeatMap(
+            total.detach().float().cpu(), kind, label, block_label, step_label, branch, stage if kind == "id" else None
+        )
 
     def _select_groups(self, block) -> list[str]:
         if block is None:
@@ -361,7 +371,7 @@ def _pick(x: torch.Tensor, index, kept: bool, what: str, option: str) -> torch.T
     return x[index]
 
 
-def _grid(n: int, latent_hw: Optional[tuple[int, int]]) -> tuple[int, int]:
+def _grid(n: int, latent_hw: tuple[int, int] | None) -> tuple[int, int]:
     """The (h, w) grid of a layer with n positions: the latent halved until it fits."""
     if latent_hw is None:
         side = math.isqrt(n)

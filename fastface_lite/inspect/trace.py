@@ -29,9 +29,10 @@ AM off and names the branches ``("uncond", "cond")`` with CFG, ``("cond",)`` wit
 is left exactly as found on exit, also after an exception. Recording takes the explicit attention
 path, so outputs can differ from an unrecorded run by float rounding.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -60,21 +61,27 @@ class Trace:
         id: bool = True,  # noqa: A002 - reads as trace(pipe, text=True, id=True)
         stages: Sequence[str] = ("raw", "used"),
         text_tokens: Selector = None,
-        id_tokens: Optional[Sequence[int]] = None,
+        id_tokens: Sequence[int] | None = None,
         group: str = "block",
         keep_heads: bool = False,
         per_image: bool = False,
-        resolution: Union[None, int, tuple[int, int]] = None,
-        steps: Optional[Sequence[int]] = None,
-        blocks: Optional[Sequence[str]] = None,
-        branches: Optional[Sequence[str]] = None,
-        prompt: Optional[str] = None,
-        on_layer: Optional[Callable] = None,
+        resolution: None | int | tuple[int, int] = None,
+        steps: Sequence[int] | None = None,
+        blocks: Sequence[str] | None = None,
+        branches: Sequence[str] | None = None,
+        prompt: str | None = None,
+        on_layer: Callable | None = None,
     ):
         if not (text or id):
             raise ValueError("nothing to record: pass text=True and/or id=True")
-        self.store = AttentionStore(stages=stages, group=group, keep_heads=keep_heads, per_image=per_image,
-                                    resolution=resolution, branches=branches)
+        self.store = AttentionStore(
+            stages=stages,
+            group=group,
+            keep_heads=keep_heads,
+            per_image=per_image,
+            resolution=resolution,
+            branches=branches,
+        )
         self.pipe = pipe
         self.wants_text = bool(text)  # read by the processors: text probabilities cost an extra pass
         self._record_id = bool(id)
@@ -83,9 +90,9 @@ class Trace:
         self._id_request = None if id_tokens is None else [int(t) for t in as_list(id_tokens)]
         self._steps = None if steps is None else {int(s) for s in as_list(steps)}
         self._blocks = None if blocks is None else as_list(blocks)
-        self._text_positions: Optional[list[int]] = None  # rows of the text store = these prompt positions
-        self._id_positions: Optional[list[int]] = None
-        self._latent_hw: Optional[tuple[int, int]] = None
+        self._text_positions: list[int] | None = None  # rows of the text store = these prompt positions
+        self._id_positions: list[int] | None = None
+        self._latent_hw: tuple[int, int] | None = None
         self._prompts: list[tuple[int, ...]] = []
         self._prompt_open = True
         self._fixed_prompt = prompt is not None  # given: never replaced by what the encoder sees
@@ -121,7 +128,7 @@ class Trace:
         return self.store.nbytes
 
     @property
-    def resolution(self) -> Optional[tuple[int, int]]:
+    def resolution(self) -> tuple[int, int] | None:
         """The common (R_h, R_w) of every map; None until the first map is recorded."""
         return self.store.resolution
 
@@ -131,7 +138,7 @@ class Trace:
         return self.store.stages
 
     # -- context manager ------------------------------------------------------------------------
-    def __enter__(self) -> "Trace":
+    def __enter__(self) -> Trace:
         if self._installation is not None:
             raise RuntimeError("this trace is already active")
         from fastface_lite.sdxl.pipeline import FastFacePipeline
@@ -145,7 +152,11 @@ class Trace:
         else:
             pipe = self.pipe
             self._installation = install(
-                unet, AttentionConfig(), StepContext(), observer=self, scheduler=pipe.scheduler,
+                unet,
+                AttentionConfig(),
+                StepContext(),
+                observer=self,
+                scheduler=pipe.scheduler,
                 branch_names=lambda: ("uncond", "cond") if pipe.do_classifier_free_guidance else ("cond",),
             )
         try:
@@ -226,12 +237,12 @@ class Trace:
         self,
         kind: str = "text",
         token: Selector = None,
-        block: Union[None, str, Sequence[str]] = None,
-        step: Union[None, int, Sequence[int]] = None,
-        branch: Optional[str] = None,
+        block: None | str | Sequence[str] = None,
+        step: None | int | Sequence[int] = None,
+        branch: str | None = None,
         stage: str = "used",
-        image: Optional[int] = None,
-        head: Optional[int] = None,
+        image: int | None = None,
+        head: int | None = None,
     ) -> HeatMap:
         """One heat map: the mean over the selected tokens, blocks and steps.
 
@@ -259,8 +270,9 @@ class Trace:
         if kind not in KINDS:
             raise ValueError(f"kind must be 'text' or 'id', got {kind!r}")
         rows, label = self._rows(kind, token)
-        return self.store.maps(kind, rows, label=label, block=block, step=step, branch=branch, stage=stage,
-                               image=image, head=head)
+        return self.store.maps(
+            kind, rows, label=label, block=block, step=step, branch=branch, stage=stage, image=image, head=head
+        )
 
     # -- tokens ---------------------------------------------------------------------------------
     def _tokenizer(self):
@@ -390,7 +402,6 @@ class Trace:
             return f"#{position} {token.replace('</w>', '')!r}"
         except ValueError:
             return f"#{position}"
-
 
 
 def trace(pipe, **options) -> Trace:

@@ -8,18 +8,20 @@ sum to 1, which is how identity gets amplified.
 Shapes: query (B, heads, N, d), key/value (B, heads, T, d), A (B, heads, N, T), with B the whole
 guidance batch (all branches), N the spatial positions of the layer.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 from fastface_lite.method.am_config import AttentionConfig, PartConstants
 
-SCALE_CEILING = 10.0    # `scale` clamps amplified probabilities here
-SOFTMASK_CENTRE = 0.5   # `softmask` centres its sigmoid on the middle of the normalised map
-QUANTILE_FLOOR = 1e-6   # `adaptive_softmask` keeps its threshold above zero
+SCALE_CEILING = 10.0  # `scale` clamps amplified probabilities here
+SOFTMASK_CENTRE = 0.5  # `softmask` centres its sigmoid on the middle of the normalised map
+QUANTILE_FLOOR = 1e-6  # `adaptive_softmask` keeps its threshold above zero
 ADAIN_EPS = 1e-6
 
 
@@ -136,8 +138,8 @@ class IPAttention(NamedTuple):
     """Result of the ID-token attention of one layer."""
 
     output: torch.Tensor  # (B, H, N, d)
-    raw: torch.Tensor     # (B, H, N, T) softmax probabilities
-    used: torch.Tensor    # (B, H, N, T) probabilities after AM (== raw where AM is off)
+    raw: torch.Tensor  # (B, H, N, T) softmax probabilities
+    used: torch.Tensor  # (B, H, N, T) probabilities after AM (== raw where AM is off)
 
 
 def ip_attention_maps(

@@ -5,11 +5,11 @@ Frozen values: the per-step schedule replaces the part constants for one step by
 value, never by overwriting a shared table (the reference's module-level constants leaked from an
 AM2 run into the next AM1 run).
 """
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
 
 from fastface_lite.errors import ConfigError
 
@@ -22,10 +22,10 @@ PARTS = ("down", "mid", "up")  # the UNet parts: down_blocks.*, mid_block, up_bl
 class PartConstants:
     """Transform constants of one UNet part (down, mid or up)."""
 
-    pow: float = 1.0          # exponent p of `pow`
-    scale: float = 1.0        # factor s of `scale`
-    softmask_k: float = 1.0   # sigmoid slope k of the softmask transforms
-    quantile: float = 1.0     # quantile level qa of `adaptive_softmask`
+    pow: float = 1.0  # exponent p of `pow`
+    scale: float = 1.0  # factor s of `scale`
+    softmask_k: float = 1.0  # sigmoid slope k of the softmask transforms
+    quantile: float = 1.0  # quantile level qa of `adaptive_softmask`
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ class AttentionConfig:
     target_tokens: tuple[int, ...] = (0, 1, 2, 3)
     target_steps: tuple[int, ...] = (0, 1, 2, 3)
     invert_token0: bool = False
-    schedule: Optional[AttentionSchedule] = None
-    adain_weight: Optional[float] = None
+    schedule: AttentionSchedule | None = None
+    adain_weight: float | None = None
     constants: PartTable = PartTable()
     normalize_per_branch: bool = False
 

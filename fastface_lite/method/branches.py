@@ -6,6 +6,7 @@ norm recording read it: :func:`fastface_lite.method.dcg.needed_branches`). AM ca
 back: the softmask transforms min-max normalise over the whole batch, so a branch's maps depend on
 the other branches being in that batch.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace

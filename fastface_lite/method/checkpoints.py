@@ -5,10 +5,10 @@ grid and the CLI can read it without loading a model library.
 How each row is turned into a pipeline (schedulers, LoRA fusing, UNet files) lives in
 :mod:`fastface_lite.sdxl.loading`; which files it reads, in :func:`fastface_lite.workbook.anatomy.hub_files`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
 FACEID_REPO = "h94/IP-Adapter-FaceID"  # the IP-Adapter authors' hub account
@@ -44,13 +44,13 @@ class Checkpoint:
     repo: str
     how: str
     scheduler: str
-    timestep_spacing: Optional[str]
+    timestep_spacing: str | None
     default_size: int
     default_guidance: float
     steps: tuple[int, ...] = ()
-    file_pattern: Optional[str] = None
+    file_pattern: str | None = None
 
-    def weight_name(self, steps: int) -> Optional[str]:
+    def weight_name(self, steps: int) -> str | None:
         """Checkpoint file name for `steps` sampling steps (None when the repo layout names it)."""
         if self.file_pattern is None:
             return None
@@ -60,15 +60,42 @@ class Checkpoint:
 CHECKPOINTS: dict[str, Checkpoint] = {
     c.name: c
     for c in (
-        Checkpoint("hyper", "ByteDance/Hyper-SD", "lora", "DDIMScheduler", "trailing", 1024, 1.0,
-                   steps=(1, 2, 4, 8), file_pattern="Hyper-SDXL-{n}step{s}-lora.safetensors"),
-        Checkpoint("lightning", "ByteDance/SDXL-Lightning", "unet_file", "EulerDiscreteScheduler", "trailing", 1024,
-                   1.0, steps=(2, 4, 8), file_pattern="sdxl_lightning_{n}step_unet.safetensors"),
-        Checkpoint("lcm", "latent-consistency/lcm-lora-sdxl", "lora", "LCMScheduler", None, 1024, 1.5,
-                   file_pattern="pytorch_lora_weights.safetensors"),
+        Checkpoint(
+            "hyper",
+            "ByteDance/Hyper-SD",
+            "lora",
+            "DDIMScheduler",
+            "trailing",
+            1024,
+            1.0,
+            steps=(1, 2, 4, 8),
+            file_pattern="Hyper-SDXL-{n}step{s}-lora.safetensors",
+        ),
+        Checkpoint(
+            "lightning",
+            "ByteDance/SDXL-Lightning",
+            "unet_file",
+            "EulerDiscreteScheduler",
+            "trailing",
+            1024,
+            1.0,
+            steps=(2, 4, 8),
+            file_pattern="sdxl_lightning_{n}step_unet.safetensors",
+        ),
+        Checkpoint(
+            "lcm",
+            "latent-consistency/lcm-lora-sdxl",
+            "lora",
+            "LCMScheduler",
+            None,
+            1024,
+            1.5,
+            file_pattern="pytorch_lora_weights.safetensors",
+        ),
         # Turbo ships its own scheduler config (repo subfolder `scheduler`): EulerAncestral, trailing
-        Checkpoint("turbo", "stabilityai/sdxl-turbo", "unet_folder", "EulerAncestralDiscreteScheduler", "trailing",
-                   512, 1.0),
+        Checkpoint(
+            "turbo", "stabilityai/sdxl-turbo", "unet_folder", "EulerAncestralDiscreteScheduler", "trailing", 512, 1.0
+        ),
         Checkpoint("base", SDXL_BASE, "base", "EulerDiscreteScheduler", None, 1024, 5.0),
     )
 }
@@ -93,7 +120,7 @@ def check_steps(checkpoint: Checkpoint, steps: int) -> None:
         )
 
 
-def check_adapter(adapter: Optional[str]) -> None:
+def check_adapter(adapter: str | None) -> None:
     """Raise ValueError unless `adapter` is a FaceID adapter name (or None for no adapter)."""
     if adapter is not None and adapter not in ADAPTERS:
         raise ValueError(f"adapter={adapter!r} is unknown; use one of {sorted(ADAPTERS)} or None.")

@@ -1,8 +1,9 @@
 """FastFace configurations as immutable values.
 
 A :class:`FastFaceConfig` says everything one generation needs beyond the prompt and the face:
-how the three guidance branches are combined (:class:`~fastface_lite.method.dcg_config.GuidanceConfig`)
-and how the ID-token attention is manipulated (:class:`~fastface_lite.method.am_config.AttentionConfig`). Configs are frozen dataclasses:
+how the three guidance branches are combined
+(:class:`~fastface_lite.method.dcg_config.GuidanceConfig`) and how the ID-token attention is
+manipulated (:class:`~fastface_lite.method.am_config.AttentionConfig`). Configs are frozen dataclasses:
 nothing mutates them during a run, so one run can never change the next (the reference's
 module-level constants could).
 
@@ -10,13 +11,15 @@ module-level constants could).
     cfg = FastFaceConfig.from_reference_json("am2_and_dcg.json")
     cfg2 = cfg.replace(ip_adapter_scale=0.6)
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from fastface_lite.errors import ConfigError
 from fastface_lite.method.am_config import AttentionConfig, AttentionSchedule, PartConstants, PartTable
@@ -38,8 +41,8 @@ class FastFaceConfig:
     attention: AttentionConfig = AttentionConfig()
     ip_adapter_scale: float = 0.8
     faceid_lora_scale: float = 1.0
-    width: Optional[int] = None
-    height: Optional[int] = None
+    width: int | None = None
+    height: int | None = None
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -50,13 +53,13 @@ class FastFaceConfig:
         self.guidance.check_steps(self.num_steps)
         self.attention.check_steps(self.num_steps)
 
-    def replace(self, **changes) -> "FastFaceConfig":
+    def replace(self, **changes) -> FastFaceConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
     # -- the named variants -------------------------------------------------------------------------------
     @classmethod
-    def preset(cls, name: str, model: str = "hyper", num_steps: int = 4, **overrides) -> "FastFaceConfig":
+    def preset(cls, name: str, model: str = "hyper", num_steps: int = 4, **overrides) -> FastFaceConfig:
         """One of the six named variants of SPEC §3 for a checkpoint of SPEC §1 (``model``).
 
         ``baseline dcg am1 am2 fastface-am1 fastface-am2``. The DCG and AM2 variants carry
@@ -96,8 +99,7 @@ class FastFaceConfig:
                 f"preset {name!r} uses per-step lists written for 4 steps, but num_steps={num_steps}; "
                 f"use num_steps=4 or build a GuidanceConfig/AttentionConfig for {num_steps} steps"
             )
-        return cls(model=model, num_steps=num_steps, guidance=guidance, attention=attention,
-                   name=name, **overrides)
+        return cls(model=model, num_steps=num_steps, guidance=guidance, attention=attention, name=name, **overrides)
 
     # -- plain-dict round trip -----------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -105,7 +107,7 @@ class FastFaceConfig:
         return _as_json_tree(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FastFaceConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> FastFaceConfig:
         data = dict(data)
         g = dict(data.pop("guidance", {}))
         for key in ("a", "b"):
@@ -123,7 +125,7 @@ class FastFaceConfig:
 
     # -- the reference implementation's JSON format (SPEC §3) ----------------------------------
     @classmethod
-    def from_reference_json(cls, source) -> "FastFaceConfig":
+    def from_reference_json(cls, source) -> FastFaceConfig:
         """Read a variant stored in the reference implementation's JSON format (a path or a dict)."""
         name = "custom"
         if not isinstance(source, Mapping):

@@ -11,9 +11,10 @@ needed unless something else reads it (the rescale reads branches 1 and 2, renor
 recording read all three). :func:`needed_branches` says which; :func:`combine` works with the
 missing ones left out. That is where FastFace runs faster than evaluating all three always.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -68,14 +69,12 @@ def term_norms(branches: Sequence[torch.Tensor], dcg_type: int) -> dict[str, flo
     """Frobenius norms of the branches and terms (whole tensors), for plots of guidance per step."""
     term1, term2 = terms(branches, dcg_type)
     names = BRANCH_NAMES[dcg_type]
-    tensors = dict(zip(names, branches))
+    tensors = dict(zip(names, branches, strict=True))
     tensors.update(term1=term1, term2=term2)
     return {k: float(torch.linalg.vector_norm(v.float())) for k, v in tensors.items()}
 
 
-def combine(
-    branches: Sequence[Optional[torch.Tensor]], step_index: int, timestep, cfg: GuidanceConfig
-) -> torch.Tensor:
+def combine(branches: Sequence[torch.Tensor | None], step_index: int, timestep, cfg: GuidanceConfig) -> torch.Tensor:
     """Combine branch predictions into one noise prediction.
 
     Args:
@@ -91,7 +90,7 @@ def combine(
         b = b * float(torch.linalg.vector_norm(term1) / torch.linalg.vector_norm(term2))
     coeffs = coefficients(a, b, cfg.dcg_type)
     pred = None  # no dcg type has all three coefficients zero, so pred gets a value
-    for c, e in zip(coeffs, branches):
+    for c, e in zip(coeffs, branches, strict=True):
         if c == 0.0:
             continue
         if e is None:
@@ -127,7 +126,5 @@ def guide(noise_pred: torch.Tensor, step_index: int, timestep, cfg: GuidanceConf
         (B, C, H, W) guided noise prediction.
     """
     if noise_pred.shape[0] % 3:
-        raise ValueError(
-            f"noise_pred must hold three branches on dim 0, got a batch of {noise_pred.shape[0]}"
-        )
+        raise ValueError(f"noise_pred must hold three branches on dim 0, got a batch of {noise_pred.shape[0]}")
     return combine(noise_pred.chunk(3), step_index, timestep, cfg)

@@ -2,10 +2,10 @@
 
 A frozen value: nothing mutates it during a run, so one run can never change the next.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from fastface_lite.errors import ConfigError
 from fastface_lite.method.schedules import WeightSchedule
@@ -29,7 +29,7 @@ class GuidanceConfig:
     a: WeightSchedule = WeightSchedule()
     b: WeightSchedule = WeightSchedule()
     renorm: bool = False
-    rescale: Optional[float] = None
+    rescale: float | None = None
     record_norms: bool = False
 
     def __post_init__(self):

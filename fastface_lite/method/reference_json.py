@@ -4,20 +4,28 @@ The format nests guidance under ``pipe_kwargs.dcg_kwargs`` and attention under
 ``am_patch_kwargs``; this module maps it onto the fields of :class:`~fastface_lite.method.config.FastFaceConfig`.
 Unknown schedule or transform names raise :class:`ConfigError` (through the config classes).
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
+from fastface_lite.errors import ConfigError
 from fastface_lite.method.am_config import AttentionConfig, AttentionSchedule
 from fastface_lite.method.checkpoints import CHECKPOINTS, MODELS
 from fastface_lite.method.dcg_config import GuidanceConfig
-from fastface_lite.errors import ConfigError
 from fastface_lite.method.schedules import TIMESTEP_SHAPES, WeightSchedule
 
 # spellings of model names seen in configs and scripts
 MODEL_ALIASES = {
-    "hyper-sd": "hyper", "hypersd": "hyper", "sdxl-lightning": "lightning",
-    "lcm-lora": "lcm", "sdxl-lcm": "lcm", "sdxl-turbo": "turbo", "sdxl": "base", "sdxl-base": "base",
+    "hyper-sd": "hyper",
+    "hypersd": "hyper",
+    "sdxl-lightning": "lightning",
+    "lcm-lora": "lcm",
+    "sdxl-lcm": "lcm",
+    "sdxl-turbo": "turbo",
+    "sdxl": "base",
+    "sdxl-base": "base",
 }
 ADAIN_WEIGHT = 0.7  # the reference uses 0.7 at every step when apply_adain is set
 

@@ -9,11 +9,12 @@ Two families exist (SPEC §2):
 
 Everything here is plain Python on floats; the schedule is evaluated once per step.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from fastface_lite.errors import ConfigError
 
@@ -85,15 +86,13 @@ class WeightSchedule:
 
     shape: str = "default"
     weight: float = 1.0
-    values: Optional[tuple[float, ...]] = None
-    c: Optional[float] = None
-    s: Optional[float] = None
+    values: tuple[float, ...] | None = None
+    c: float | None = None
+    s: float | None = None
 
     def __post_init__(self):
         if self.shape not in SCHEDULE_SHAPES:
-            raise ConfigError(
-                f"unknown schedule shape {self.shape!r}; valid shapes: {', '.join(SCHEDULE_SHAPES)}"
-            )
+            raise ConfigError(f"unknown schedule shape {self.shape!r}; valid shapes: {', '.join(SCHEDULE_SHAPES)}")
         if self.shape == "custom":
             if not self.values:
                 raise ConfigError("a 'custom' schedule needs `values`, one weight per step")
@@ -104,11 +103,11 @@ class WeightSchedule:
                     raise ConfigError(f"schedule shape {self.shape!r} needs parameter {name!r}")
 
     @classmethod
-    def constant(cls, weight: float) -> "WeightSchedule":
+    def constant(cls, weight: float) -> WeightSchedule:
         return cls("default", float(weight))
 
     @classmethod
-    def per_step(cls, values) -> "WeightSchedule":
+    def per_step(cls, values) -> WeightSchedule:
         return cls("custom", values=tuple(values))
 
     @property
@@ -128,9 +127,7 @@ class WeightSchedule:
         """The weight at this step (index into custom values, or shape of the timestep)."""
         if self.shape == "custom":
             if not 0 <= step_index < len(self.values):
-                raise ConfigError(
-                    f"step index {step_index} is outside the custom schedule of {len(self.values)} steps"
-                )
+                raise ConfigError(f"step index {step_index} is outside the custom schedule of {len(self.values)} steps")
             return self.values[step_index]
         fn, _ = TIMESTEP_SHAPES[self.shape]
         return float(fn(self.weight, float(timestep), self.c, self.s))

@@ -10,14 +10,13 @@ Which embedding drives which adapter:
 * full mode: insightface buffalo_l ArcFace, 512-d (``faces[0].normed_embedding``);
 * tiny mode: dlib's face descriptor, 128-d, L2-normalised: a real identity for the tiny generator.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
-
 from diffusers.models.embeddings import IPAdapterFaceIDImageProjection, IPAdapterFaceIDPlusImageProjection
 from transformers import CLIPImageProcessor
 
@@ -34,7 +33,7 @@ class IDInputs:
     """
 
     image_embeds: list
-    clip_embeds: Optional[torch.Tensor] = None
+    clip_embeds: torch.Tensor | None = None
 
     def call_kwargs(self) -> dict:
         """Keyword arguments for ``FastFacePipeline.__call__``."""

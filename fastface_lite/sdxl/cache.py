@@ -5,6 +5,7 @@ are named by a hash of what they contain (:func:`content_key`), so a stale entry
 and written atomically (:func:`write_atomic`), so concurrent writers agree and readers never see
 half a file.
 """
+
 from __future__ import annotations
 
 import hashlib

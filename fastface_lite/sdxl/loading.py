@@ -7,6 +7,7 @@ through diffusers' own `load_ip_adapter`, exactly as the tiny offline twin
 processors, the peft adapter `faceid_0`, `encoder_hid_proj`) is the same object graph in both modes.
 Which repositories and files it reads: :func:`fastface_lite.workbook.anatomy.hub_files`.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,7 @@ SDXL_SCHEDULER_CONFIG = {
 }
 
 SCHEDULERS = {  # class name -> class, for the names in the checkpoint table
-    cls.__name__: cls
-    for cls in (DDIMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LCMScheduler)
+    cls.__name__: cls for cls in (DDIMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LCMScheduler)
 }
 
 
@@ -125,7 +125,9 @@ def _load_unet(checkpoint: Checkpoint, steps: int, dtype, variant, hub: dict) ->
 def _fuse_lora(pipe: FastFacePipeline, checkpoint: Checkpoint, steps: int, hub: dict) -> None:
     """Fuse the distillation LoRA into the UNet at 1.0, then drop the adapter, so only the FaceID
     LoRA (`faceid_0`) is a live peft adapter afterwards."""
-    pipe.load_lora_weights(checkpoint.repo, weight_name=checkpoint.weight_name(steps), adapter_name=checkpoint.name, **hub)
+    pipe.load_lora_weights(
+        checkpoint.repo, weight_name=checkpoint.weight_name(steps), adapter_name=checkpoint.name, **hub
+    )
     pipe.fuse_lora(lora_scale=1.0, adapter_names=[checkpoint.name])
     pipe.unload_lora_weights()
 
@@ -146,12 +148,16 @@ def load_pipeline(
 ) -> FastFacePipeline:
     """The real SPEC §1 checkpoint `model` for `steps` steps, with the FaceID `adapter`, on `device`.
 
-    model: one of the checkpoints in ``method.checkpoints.CHECKPOINTS`` (hyper, lightning, lcm, turbo, base). steps: picks the Hyper /
-    Lightning checkpoint (1/2/4/8, 2/4/8); other presets accept any count. adapter: "faceid",
-    "faceid-plusv2" (also loads CLIP ViT-H/14 as `image_encoder`) or None. dtype float16 loads the
-    fp16 variant files of SDXL base. The FaceID LoRA stays at 1.0 here: its weight is set per call by
-    `FastFaceConfig.faceid_lora_scale`, so the pipeline holds no hidden weight. cache_dir: hub cache folder (default: huggingface_hub's); with HF_HUB_OFFLINE=1
-    only cached files are read.
+    Args:
+        model: a checkpoint of ``method.checkpoints.CHECKPOINTS`` (hyper, lightning, lcm, turbo, base).
+        steps: picks the Hyper / Lightning file (1/2/4/8, 2/4/8); the others accept any count.
+        adapter: "faceid", "faceid-plusv2" (also loads CLIP ViT-H/14 as `image_encoder`) or None.
+        dtype: float16 loads the fp16 variant files of SDXL base.
+        cache_dir: the hub cache folder (default: huggingface_hub's); with HF_HUB_OFFLINE=1 only
+            cached files are read.
+
+    The FaceID LoRA stays at 1.0 here: its weight is set per call by
+    `FastFaceConfig.faceid_lora_scale`, so the pipeline holds no hidden weight.
     """
     checkpoint = check_model(model)
     check_steps(checkpoint, steps)
@@ -175,4 +181,3 @@ def load_pipeline(
     if adapter is not None:
         load_faceid(pipe, adapter, FACEID_REPO, **hub)
     return pipe.to(device)
-

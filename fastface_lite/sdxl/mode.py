@@ -1,4 +1,5 @@
 """Run mode: `tiny` (offline, random weights, CPU) or `full` (real hub weights, GPU)."""
+
 import os
 
 MODES = ("tiny", "full")

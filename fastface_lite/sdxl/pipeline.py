@@ -13,20 +13,21 @@ Reads top to bottom like diffusers' SDXL pipeline. What differs:
                fastface=ff.FastFaceConfig.preset("fastface-am2"), generator=torch.Generator().manual_seed(0))
     out.images, out.unet_evaluations
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import torch
 from diffusers import StableDiffusionXLPipeline
 from diffusers.pipelines.stable_diffusion_xl.pipeline_output import StableDiffusionXLPipelineOutput
 from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import retrieve_timesteps
 
+from fastface_lite.errors import ConfigError
 from fastface_lite.method import dcg
 from fastface_lite.method.branches import branches_for_step
 from fastface_lite.method.config import FastFaceConfig
-from fastface_lite.errors import ConfigError
 from fastface_lite.sdxl.processor import StepContext, install
 
 
@@ -51,10 +52,10 @@ class FastFaceOutput(StableDiffusionXLPipelineOutput):
 class _BranchInputs:
     """Per-branch conditioning: index k -> tensor for the B images of branch k."""
 
-    text: list          # (B, L, D) prompt embeddings
-    pooled: list        # (B, D_pooled)
-    id_embeds: list     # per adapter: list over branches of (B, n_images, ...) ID embeddings
-    clip_embeds: dict   # projection layer -> list over branches of (B, n_images, S, D)
+    text: list  # (B, L, D) prompt embeddings
+    pooled: list  # (B, D_pooled)
+    id_embeds: list  # per adapter: list over branches of (B, n_images, ...) ID embeddings
+    clip_embeds: dict  # projection layer -> list over branches of (B, n_images, S, D)
 
     def batch(self, branches):
         pick = lambda per_branch: torch.cat([per_branch[k] for k in branches])  # noqa: E731
@@ -78,15 +79,15 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         prompt_2=None,
         negative_prompt=None,
         negative_prompt_2=None,
-        fastface: Optional[FastFaceConfig] = None,
-        ip_adapter_image_embeds: Optional[list] = None,
-        id_clip_embeds: Optional[torch.Tensor] = None,
-        num_inference_steps: Optional[int] = None,
-        height: Optional[int] = None,
-        width: Optional[int] = None,
+        fastface: FastFaceConfig | None = None,
+        ip_adapter_image_embeds: list | None = None,
+        id_clip_embeds: torch.Tensor | None = None,
+        num_inference_steps: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
         num_images_per_prompt: int = 1,
         generator=None,
-        latents: Optional[torch.Tensor] = None,
+        latents: torch.Tensor | None = None,
         prompt_embeds=None,
         negative_prompt_embeds=None,
         pooled_prompt_embeds=None,
@@ -96,11 +97,11 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         eta: float = 0.0,
         output_type: str = "pil",
         return_dict: bool = True,
-        cross_attention_kwargs: Optional[dict] = None,
+        cross_attention_kwargs: dict | None = None,
         original_size=None,
         crops_coords_top_left=(0, 0),
         target_size=None,
-        callback_on_step_end: Optional[Callable] = None,
+        callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs=("latents",),
         evaluate_all_branches: bool = False,
     ):
@@ -134,18 +135,33 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             )
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
-            raise ValueError(f"callback tensor inputs {sorted(unknown)} are not offered; valid: {self._callback_tensor_inputs}")
+            raise ValueError(
+                f"callback tensor inputs {sorted(unknown)} are not offered; valid: {self._callback_tensor_inputs}"
+            )
         if self.unet.config.time_cond_proj_dim is not None:
-            raise ValueError("UNets with a guidance-scale embedding (full LCM UNets) are not supported; use the LCM LoRA")
+            raise ValueError(
+                "UNets with a guidance-scale embedding (full LCM UNets) are not supported; use the LCM LoRA"
+            )
 
         height = height or cfg.height or self.default_sample_size * self.vae_scale_factor
         width = width or cfg.width or self.default_sample_size * self.vae_scale_factor
         original_size = original_size or (height, width)
         target_size = target_size or (height, width)
         self.check_inputs(
-            prompt, prompt_2, height, width, None, negative_prompt, negative_prompt_2,
-            prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds,
-            None, ip_adapter_image_embeds, callback_on_step_end_tensor_inputs,
+            prompt,
+            prompt_2,
+            height,
+            width,
+            None,
+            negative_prompt,
+            negative_prompt_2,
+            prompt_embeds,
+            negative_prompt_embeds,
+            pooled_prompt_embeds,
+            negative_pooled_prompt_embeds,
+            None,
+            ip_adapter_image_embeds,
+            callback_on_step_end_tensor_inputs,
         )
         self._interrupt = False
         device = self._execution_device
@@ -157,27 +173,39 @@ class FastFacePipeline(StableDiffusionXLPipeline):
 
         # 1. conditioning for the three branches
         pos_text, neg_text, pos_pooled, neg_pooled = self.encode_prompt(
-            prompt=prompt, prompt_2=prompt_2, device=device, num_images_per_prompt=num_images_per_prompt,
-            do_classifier_free_guidance=True, negative_prompt=negative_prompt,
-            negative_prompt_2=negative_prompt_2, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
+            prompt=prompt,
+            prompt_2=prompt_2,
+            device=device,
+            num_images_per_prompt=num_images_per_prompt,
+            do_classifier_free_guidance=True,
+            negative_prompt=negative_prompt,
+            negative_prompt_2=negative_prompt_2,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            pooled_prompt_embeds=pooled_prompt_embeds,
             negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
         )
         id_pairs = self.prepare_ip_adapter_image_embeds(None, ip_adapter_image_embeds, device, images, True)
-        inputs = self._branch_inputs(cfg.guidance.dcg_type, (neg_text, pos_text), (neg_pooled, pos_pooled),
-                                     id_pairs, id_clip_embeds, images)
+        inputs = self._branch_inputs(
+            cfg.guidance.dcg_type, (neg_text, pos_text), (neg_pooled, pos_pooled), id_pairs, id_clip_embeds, images
+        )
         add_time_ids = self._get_add_time_ids(
-            original_size, crops_coords_top_left, target_size, dtype=pos_text.dtype,
+            original_size,
+            crops_coords_top_left,
+            target_size,
+            dtype=pos_text.dtype,
             text_encoder_projection_dim=self.text_encoder_2.config.projection_dim
-            if self.text_encoder_2 is not None else int(pos_pooled.shape[-1]),
+            if self.text_encoder_2 is not None
+            else int(pos_pooled.shape[-1]),
         ).to(device)
 
         # 2. schedule and starting noise
         timesteps, _ = retrieve_timesteps(self.scheduler, cfg.num_steps, device, timesteps, sigmas)
         if len(timesteps) != cfg.num_steps:
             raise ConfigError(f"the scheduler produced {len(timesteps)} timesteps for {cfg.num_steps} steps")
-        latents = self.prepare_latents(images, self.unet.config.in_channels, height, width, pos_text.dtype,
-                                       device, generator, latents)
+        latents = self.prepare_latents(
+            images, self.unet.config.in_channels, height, width, pos_text.dtype, device, generator, latents
+        )
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
@@ -208,9 +236,12 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                     result.timesteps.append(float(t))
                     if callback_on_step_end is not None:
                         tensors = {"latents": latents, "noise_pred": noise_pred}
-                        returned = callback_on_step_end(
-                            self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
-                        ) or {}
+                        returned = (
+                            callback_on_step_end(
+                                self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                            )
+                            or {}
+                        )
                         # diffusers' idiom returns the kwargs it was given; only latents may change
                         changed = [k for k, v in returned.items() if k != "latents" and v is not tensors.get(k)]
                         if changed:
@@ -247,7 +278,8 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             if pair is None:
                 raise ValueError(
                     f"image_projection_layers[{index}].clip_embeds is not set: FaceID Plus needs the CLIP "
-                    "hidden states of cat([zero image, face crop]); pass id_clip_embeds (see fastface_lite.sdxl.adapter)"
+                    "hidden states of cat([zero image, face crop]); pass id_clip_embeds "
+                    "(see fastface_lite.sdxl.adapter)"
                 )
             negative, positive = (_expand(x, images, "clip_embeds") for x in pair.to(self.unet.dtype).chunk(2))
             clip_embeds[layer] = [(negative, positive)[has_id] for _, has_id in conditions]
@@ -256,7 +288,9 @@ class FastFacePipeline(StableDiffusionXLPipeline):
     def _unet_kwargs(self, cross_attention_kwargs, lora_scale) -> dict:
         kwargs = dict(cross_attention_kwargs or {})
         if "scale" in kwargs:
-            raise ValueError("set the FaceID LoRA weight with FastFaceConfig.faceid_lora_scale, not cross_attention_kwargs['scale']")
+            raise ValueError(
+                "set the FaceID LoRA weight with FastFaceConfig.faceid_lora_scale, not cross_attention_kwargs['scale']"
+            )
         if lora_scale != 1.0:
             if not getattr(self.unet, "peft_config", None):
                 raise ConfigError(
@@ -275,7 +309,10 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             layer.clip_embeds = value
         sample = self.scheduler.scale_model_input(torch.cat([latents] * len(branches)), t)
         out = self.unet(
-            sample, t, encoder_hidden_states=text, cross_attention_kwargs=unet_kwargs,
+            sample,
+            t,
+            encoder_hidden_states=text,
+            cross_attention_kwargs=unet_kwargs,
             added_cond_kwargs={
                 "text_embeds": pooled,
                 "time_ids": add_time_ids.repeat(text.shape[0], 1),
@@ -284,7 +321,7 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             return_dict=False,
         )[0]
         per_branch = [None, None, None]
-        for k, chunk in zip(branches, out.chunk(len(branches))):
+        for k, chunk in zip(branches, out.chunk(len(branches)), strict=True):
             per_branch[k] = chunk
         return per_branch
 

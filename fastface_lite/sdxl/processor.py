@@ -10,10 +10,12 @@ Each processor reads the denoising step from a :class:`StepContext` that the cal
 updates before each UNet evaluation: nothing is counted inside the processor, so a second call
 or a call after an exception starts from a clean state.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +38,8 @@ class StepContext:
         batch_per_branch: images per branch.
     """
 
-    step_index: Optional[int] = None
-    timestep: Optional[float] = None
+    step_index: int | None = None
+    timestep: float | None = None
     branches: tuple[int, ...] = ()
     branch_names: tuple[str, ...] = ()
     batch_per_branch: int = 1
@@ -68,8 +70,8 @@ class FastFaceAttnProcessor(IPAdapterAttnProcessor2_0):
         layer_name: str,
         attention: AttentionConfig,
         context: StepContext,
-        ip_scale: Optional[float] = None,
-        observer: Optional[AttentionObserver] = None,
+        ip_scale: float | None = None,
+        observer: AttentionObserver | None = None,
     ):
         # Module init only: the parent's __init__ would allocate fresh projection weights.
         torch.nn.Module.__init__(self)
@@ -91,8 +93,8 @@ class FastFaceAttnProcessor(IPAdapterAttnProcessor2_0):
         attn,
         hidden_states: torch.Tensor,
         encoder_hidden_states=None,
-        attention_mask: Optional[torch.Tensor] = None,
-        temb: Optional[torch.Tensor] = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
         scale: float = 1.0,
         ip_adapter_masks=None,
     ) -> torch.Tensor:
@@ -103,10 +105,10 @@ class FastFaceAttnProcessor(IPAdapterAttnProcessor2_0):
                 "through FastFacePipeline or inside an Installation that tracks steps"
             )
         if self.observer is None and not self.attention.active(self.part, step):
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb,
-                                    scale, ip_adapter_masks)
-        return self._explicit_call(attn, hidden_states, encoder_hidden_states, attention_mask, temb,
-                                   ip_adapter_masks)
+            return super().__call__(
+                attn, hidden_states, encoder_hidden_states, attention_mask, temb, scale, ip_adapter_masks
+            )
+        return self._explicit_call(attn, hidden_states, encoder_hidden_states, attention_mask, temb, ip_adapter_masks)
 
     # The same computation as the stock processor, but with the ID-token attention made explicit
     # so its probabilities can be transformed and observed.
@@ -141,7 +143,9 @@ class FastFaceAttnProcessor(IPAdapterAttnProcessor2_0):
         out = merge_heads(out).to(query.dtype)
 
         masks = _checked_masks(ip_adapter_masks, self.scale, ip_states)
-        for states, ip_scale, to_k, to_v, mask in zip(ip_states, self.scale, self.to_k_ip, self.to_v_ip, masks):
+        for states, ip_scale, to_k, to_v, mask in zip(
+            ip_states, self.scale, self.to_k_ip, self.to_v_ip, masks, strict=True
+        ):
             if all(s == 0 for s in (ip_scale if isinstance(ip_scale, list) else [ip_scale])):
                 continue
             if mask is None:
@@ -179,10 +183,8 @@ def _checked_masks(masks, scales, ip_states):
     if not isinstance(masks, list):  # legacy form: a tensor (num_adapters, 1, H, W)
         masks = list(masks.unsqueeze(1))
     if not len(masks) == len(scales) == len(ip_states):
-        raise ValueError(
-            f"ip_adapter_masks has {len(masks)} entries but {len(scales)} IP adapters are loaded"
-        )
-    for index, (mask, state) in enumerate(zip(masks, ip_states)):
+        raise ValueError(f"ip_adapter_masks has {len(masks)} entries but {len(scales)} IP adapters are loaded")
+    for index, (mask, state) in enumerate(zip(masks, ip_states, strict=True)):
         if mask is None:
             continue
         if not isinstance(mask, torch.Tensor) or mask.ndim != 4:
@@ -191,9 +193,7 @@ def _checked_masks(masks, scales, ip_states):
                 "prepare it with diffusers' IPAdapterMaskProcessor"
             )
         if mask.shape[1] != state.shape[1]:
-            raise ValueError(
-                f"ip_adapter_masks[{index}] has {mask.shape[1]} masks for {state.shape[1]} ID images"
-            )
+            raise ValueError(f"ip_adapter_masks[{index}] has {mask.shape[1]} masks for {state.shape[1]} ID images")
     return masks
 
 
@@ -228,19 +228,17 @@ class Installation:
 
 def ip_attention_layers(unet) -> dict:
     """The IP-Adapter cross-attention processors of a UNet, by layer name ("...attn2.processor")."""
-    return {
-        name: proc for name, proc in unet.attn_processors.items() if isinstance(proc, IPAdapterAttnProcessor2_0)
-    }
+    return {name: proc for name, proc in unet.attn_processors.items() if isinstance(proc, IPAdapterAttnProcessor2_0)}
 
 
 def install(
     unet,
     attention: AttentionConfig,
-    context: Optional[StepContext] = None,
-    ip_scale: Optional[float] = None,
-    observer: Optional[AttentionObserver] = None,
+    context: StepContext | None = None,
+    ip_scale: float | None = None,
+    observer: AttentionObserver | None = None,
     scheduler=None,
-    branch_names: Optional[Callable[[], Sequence[str]]] = None,
+    branch_names: Callable[[], Sequence[str]] | None = None,
 ) -> Installation:
     """Install FastFace processors on the IP-Adapter layers of ``unet`` (this UNet only).
 

@@ -5,6 +5,7 @@ UNet / VAE / CLIP vision tower, and tiny FaceID adapter checkpoints written in h
 layout, then loaded through diffusers' `load_ip_adapter` like the real ones. `sized_pipeline` does
 the same at other sizes (benchmarks).
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,8 +34,18 @@ from fastface_lite.sdxl.loading import make_scheduler, quiet_diffusers
 from fastface_lite.sdxl.pipeline import FastFacePipeline
 from fastface_lite.sdxl.tokenizer import bpe_fingerprint, sdxl_tokenizers
 
-__all__ = ["TINY", "TINY_ID_DIM", "TinyDims", "faceid_state_dict", "sized_pipeline", "tiny_components",
-           "tiny_pipeline", "tiny_size", "tokenizer_folder", "write_faceid_adapter"]
+__all__ = [
+    "TINY",
+    "TINY_ID_DIM",
+    "TinyDims",
+    "faceid_state_dict",
+    "sized_pipeline",
+    "tiny_components",
+    "tiny_pipeline",
+    "tiny_size",
+    "tokenizer_folder",
+    "write_faceid_adapter",
+]
 
 # ----------------------------------------------------------------------------------------------
 # Tiny SDXL
@@ -73,8 +84,14 @@ class TinyDims:
 TINY = TinyDims()
 # TinyDims overrides that give SDXL's own UNet shape (2.6 B parameters, cross_attention_dim 2048),
 # with the other modules kept small: for GPU benchmarks of the UNet loop with random weights.
-SDXL_UNET_DIMS = dict(unet_channels=(320, 640, 1280), unet_heads=(5, 10, 20), transformer_layers=(1, 2, 10),
-                      text_hidden=1024, text_projection=1280, time_embed_dim=256)
+SDXL_UNET_DIMS = dict(
+    unet_channels=(320, 640, 1280),
+    unet_heads=(5, 10, 20),
+    transformer_layers=(1, 2, 10),
+    text_hidden=1024,
+    text_projection=1280,
+    time_embed_dim=256,
+)
 
 
 def tiny_size(model: str) -> int:
@@ -167,7 +184,10 @@ def tokenizer_folder() -> Path:
 
 
 def tiny_components(
-    seed: int = 0, model: str = "hyper", dims: TinyDims = TINY, with_image_encoder: bool = False,
+    seed: int = 0,
+    model: str = "hyper",
+    dims: TinyDims = TINY,
+    with_image_encoder: bool = False,
     image_size: int | None = None,
 ) -> dict:
     """The modules of a tiny SDXL pipeline (random weights, deterministic from `seed`).
@@ -315,7 +335,6 @@ def write_faceid_adapter(unet, adapter: str, seed: int = 0, dims: TinyDims = TIN
     return folder
 
 
-
 # ----------------------------------------------------------------------------------------------
 # tiny_pipeline
 # ----------------------------------------------------------------------------------------------
@@ -347,7 +366,10 @@ def tiny_pipeline(
 
 
 def sized_pipeline(
-    dims: TinyDims, adapter: str | None = "faceid-plusv2", seed: int = 0, model: str = "hyper",
+    dims: TinyDims,
+    adapter: str | None = "faceid-plusv2",
+    seed: int = 0,
+    model: str = "hyper",
     image_size: int | None = None,
 ) -> FastFacePipeline:
     """Like `tiny_pipeline` but with other sizes (e.g. a mid-size or full-size SDXL UNet shape
@@ -362,8 +384,7 @@ def _build_tiny_pipeline(
 ) -> FastFacePipeline:
     # peft draws random LoRA inits while loading (then overwritten): keep the caller's RNG untouched
     with torch.random.fork_rng(devices=[]):
-        parts = tiny_components(seed, model, dims, with_image_encoder=adapter == "faceid-plusv2",
-                                image_size=image_size)
+        parts = tiny_components(seed, model, dims, with_image_encoder=adapter == "faceid-plusv2", image_size=image_size)
         pipe = FastFacePipeline(**parts, force_zeros_for_empty_prompt=True)
         if adapter is not None:
             folder = write_faceid_adapter(pipe.unet, adapter, seed, dims)

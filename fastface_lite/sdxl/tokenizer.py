@@ -8,13 +8,14 @@ exactly the ids the real SDXL text encoders see, with no download.
 We only *read* the file: importing `open_clip` pulls in torchvision, which breaks beside our CPU
 torch, so the wheel is located with `importlib.util.find_spec` (that does not run its `__init__`).
 """
+
 from __future__ import annotations
 
 import gzip
 import hashlib
 import importlib.util
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from transformers import CLIPTokenizer
@@ -61,7 +62,7 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
-@lru_cache(maxsize=None)
+@cache
 def clip_vocab_and_merges(bpe_path: str | None = None) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """CLIP's token list (index = id) and merge list, rebuilt from the open_clip merge file.
 

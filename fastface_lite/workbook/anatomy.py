@@ -6,11 +6,11 @@ identity becomes the 4 ID tokens, and which layers the FaceID LoRA touches. For 
     parts = id_token_parts(pipe, inputs)                      # ID embedding -> (n, 4, D) tokens
     lora_layers(pipe.unet)                                    # attn1/attn2 projections under the FaceID LoRA
 """
+
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -26,8 +26,15 @@ from fastface_lite.method.checkpoints import (
 )
 from fastface_lite.sdxl.adapter import projection_layer
 
-__all__ = ["DecoupledAttention", "HubFile", "IDTokenParts", "decoupled_attention", "hub_files", "id_token_parts",
-           "lora_layers"]
+__all__ = [
+    "DecoupledAttention",
+    "HubFile",
+    "IDTokenParts",
+    "decoupled_attention",
+    "hub_files",
+    "id_token_parts",
+    "lora_layers",
+]
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class HubFile:
     how: str  # how it enters the pipeline
 
 
-def hub_files(model: str = "hyper", steps: int = 4, adapter: Optional[str] = "faceid-plusv2") -> list[HubFile]:
+def hub_files(model: str = "hyper", steps: int = 4, adapter: str | None = "faceid-plusv2") -> list[HubFile]:
     """What :func:`fastface_lite.sdxl.loading.load_pipeline` reads for these arguments, in load order.
 
     Nothing is downloaded; the arguments are validated as `load_pipeline` validates them.
@@ -52,23 +59,45 @@ def hub_files(model: str = "hyper", steps: int = 4, adapter: Optional[str] = "fa
     if checkpoint.how == "unet_folder":
         rows.append(HubFile("unet", checkpoint.repo, "unet/", "replaces SDXL's UNet"))
     elif checkpoint.how == "unet_file":
-        rows.append(HubFile("unet", checkpoint.repo, checkpoint.weight_name(steps),
-                            "full UNet state dict, loaded into SDXL's UNet config"))
+        rows.append(
+            HubFile(
+                "unet",
+                checkpoint.repo,
+                checkpoint.weight_name(steps),
+                "full UNet state dict, loaded into SDXL's UNet config",
+            )
+        )
     base_parts = "text encoders, tokenizers, VAE" + (", UNet" if checkpoint.how in ("lora", "base") else "")
     rows.append(HubFile(base_parts, SDXL_BASE, "*/ (fp16 variant on GPU)", "StableDiffusionXLPipeline layout"))
     if checkpoint.how == "unet_folder":
-        rows.append(HubFile("scheduler", checkpoint.repo, "scheduler/", f"{checkpoint.scheduler}, the repo's own config"))
+        rows.append(
+            HubFile("scheduler", checkpoint.repo, "scheduler/", f"{checkpoint.scheduler}, the repo's own config")
+        )
     else:
         spacing = f", timestep_spacing={checkpoint.timestep_spacing!r}" if checkpoint.timestep_spacing else ""
-        rows.append(HubFile("scheduler", SDXL_BASE, "scheduler/", f"{checkpoint.scheduler} from SDXL's config{spacing}"))
+        rows.append(
+            HubFile("scheduler", SDXL_BASE, "scheduler/", f"{checkpoint.scheduler} from SDXL's config{spacing}")
+        )
     if checkpoint.how == "lora":
-        rows.append(HubFile("distillation LoRA", checkpoint.repo, checkpoint.weight_name(steps),
-                            "fused into the UNet at 1.0, then unloaded"))
+        rows.append(
+            HubFile(
+                "distillation LoRA",
+                checkpoint.repo,
+                checkpoint.weight_name(steps),
+                "fused into the UNet at 1.0, then unloaded",
+            )
+        )
     if adapter == "faceid-plusv2":
         rows.append(HubFile("image_encoder", CLIP_VIT_H, "folder/", "CLIPVisionModelWithProjection (ViT-H/14)"))
     if adapter is not None:
-        rows.append(HubFile("FaceID adapter", FACEID_REPO, ADAPTERS[adapter],
-                            "load_ip_adapter: ID projection, to_k_ip/to_v_ip, LoRA 'faceid_0'"))
+        rows.append(
+            HubFile(
+                "FaceID adapter",
+                FACEID_REPO,
+                ADAPTERS[adapter],
+                "load_ip_adapter: ID projection, to_k_ip/to_v_ip, LoRA 'faceid_0'",
+            )
+        )
     return rows
 
 
@@ -88,11 +117,11 @@ class IDTokenParts:
     """
 
     mlp: torch.Tensor
-    resampler: Optional[torch.Tensor]
+    resampler: torch.Tensor | None
     tokens: torch.Tensor
-    clip_states: Optional[torch.Tensor] = None
-    shortcut: Optional[bool] = None
-    shortcut_scale: Optional[float] = None
+    clip_states: torch.Tensor | None = None
+    shortcut: bool | None = None
+    shortcut_scale: float | None = None
 
 
 @torch.no_grad()
@@ -124,8 +153,14 @@ def id_token_parts(pipe, inputs, positive: bool = True) -> IDTokenParts:
         tokens = layer(embedding)
     finally:
         layer.clip_embeds, layer.shortcut = saved
-    return IDTokenParts(mlp=mlp, resampler=resampler, tokens=tokens, clip_states=clip_states[0],
-                        shortcut=bool(saved[1]), shortcut_scale=float(layer.shortcut_scale))
+    return IDTokenParts(
+        mlp=mlp,
+        resampler=resampler,
+        tokens=tokens,
+        clip_states=clip_states[0],
+        shortcut=bool(saved[1]),
+        shortcut_scale=float(layer.shortcut_scale),
+    )
 
 
 def lora_layers(unet, adapter_name: str = "faceid_0") -> dict[str, dict[str, int]]:
@@ -170,8 +205,9 @@ class DecoupledAttention:
 
 
 @torch.no_grad()
-def decoupled_attention(attn, hidden_states, text_states, id_tokens, ip_scale: float = 1.0,
-                        adapter: int = 0) -> DecoupledAttention:
+def decoupled_attention(
+    attn, hidden_states, text_states, id_tokens, ip_scale: float = 1.0, adapter: int = 0
+) -> DecoupledAttention:
     """Compute an IP-Adapter ``attn2`` by hand, as diffusers' ``IPAdapterAttnProcessor2_0`` does
     without masks: one query, two key/value sets, outputs added.
 
@@ -184,7 +220,9 @@ def decoupled_attention(attn, hidden_states, text_states, id_tokens, ip_scale: f
     heads = attn.heads
 
     query = split_heads(attn.to_q(hidden_states), heads)
-    text = merge_heads(attention_probs(query, split_heads(attn.to_k(text_states), heads)) @ split_heads(attn.to_v(text_states), heads))
+    text = merge_heads(
+        attention_probs(query, split_heads(attn.to_k(text_states), heads)) @ split_heads(attn.to_v(text_states), heads)
+    )
     probs = attention_probs(query, split_heads(processor.to_k_ip[adapter](id_tokens), heads))
     ident = merge_heads(probs @ split_heads(processor.to_v_ip[adapter](id_tokens), heads))
     output = attn.to_out[1](attn.to_out[0](text + ip_scale * ident)) / attn.rescale_output_factor

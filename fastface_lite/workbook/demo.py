@@ -4,6 +4,7 @@ The tiny generator has random weights, so its pictures are noise; what the demo 
 mechanics: a real identity (dlib's descriptor of a real photo) drives the adapter, and each
 variant's UNet evaluations, time and distance from the baseline are measured on one seed.
 """
+
 from __future__ import annotations
 
 import time
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from fastface_lite.method.config import FastFaceConfig, VARIANTS
 from fastface_lite.faces.photos import face_path
+from fastface_lite.method.config import VARIANTS, FastFaceConfig
 
 
 def identity_inputs(pipe, face: str, backend: str = "dlib", bgr: bool = False):
@@ -39,23 +40,34 @@ def run_variants(pipe, inputs, prompt: str, seed: int, model: str = "hyper") -> 
     for name in VARIANTS:
         cfg = FastFaceConfig.preset(name, model=model)
         start = time.perf_counter()
-        out = pipe(prompt=prompt, fastface=cfg, generator=torch.Generator().manual_seed(seed),
-                   output_type="latent", **inputs.call_kwargs())
-        rows.append({"variant": name, "unet_evaluations": out.unet_evaluations,
-                     "seconds": time.perf_counter() - start, "latents": out.images})
+        out = pipe(
+            prompt=prompt,
+            fastface=cfg,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="latent",
+            **inputs.call_kwargs(),
+        )
+        rows.append(
+            {
+                "variant": name,
+                "unet_evaluations": out.unet_evaluations,
+                "seconds": time.perf_counter() - start,
+                "latents": out.images,
+            }
+        )
     baseline = rows[0]["latents"]
     for row in rows:
         row["max_diff_vs_baseline"] = float((row["latents"] - baseline).abs().max())
     return rows
 
 
-def run_demo(out_dir="figures", prompt="a photo of a person reading in a park", face="astronaut",
-             seed=0, adapter="faceid-plusv2") -> list[dict]:
+def run_demo(
+    out_dir="figures", prompt="a photo of a person reading in a park", face="astronaut", seed=0, adapter="faceid-plusv2"
+) -> list[dict]:
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
     from PIL import Image
 
     from fastface_lite.inspect.plots import save_figure
-
     from fastface_lite.sdxl.tiny import tiny_pipeline
 
     _photo(face)  # a wrong name fails here, before anything is built
@@ -70,7 +82,9 @@ def run_demo(out_dir="figures", prompt="a photo of a person reading in a park", 
     header = "| variant | UNet evaluations (all branches: 12) | seconds | max |latent - baseline| |"
     lines = [header, "|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['unet_evaluations']} | {r['seconds']:.2f} | {r['max_diff_vs_baseline']:.4f} |")
+        lines.append(
+            f"| {r['variant']} | {r['unet_evaluations']} | {r['seconds']:.2f} | {r['max_diff_vs_baseline']:.4f} |"
+        )
     table = "\n".join(lines)
     print(f"identity: {photo.name}; prompt: {prompt!r}; seed {seed}; adapter {adapter}\n{table}")
     (out_dir / "demo_variants.md").write_text(table + "\n")
@@ -83,7 +97,7 @@ def run_demo(out_dir="figures", prompt="a photo of a person reading in a park", 
     axes = fig.subplots(1, len(rows) + 1)
     axes[0].imshow(Image.open(photo).convert("RGB"))
     axes[0].set_title("identity", fontsize=9)
-    for ax, r in zip(axes[1:], rows):
+    for ax, r in zip(axes[1:], rows, strict=True):
         ax.imshow(pipe.latents_to_images(r["latents"])[0])
         ax.set_title(f"{r['variant']}\n{r['unet_evaluations']} UNet evals", fontsize=9)
     for ax in axes:
@@ -98,12 +112,16 @@ def run_demo(out_dir="figures", prompt="a photo of a person reading in a park", 
 
 def attention_figures(pipe, inputs, prompt: str, seed: int, out_dir: Path) -> list[Path]:
     """Record a FastFace-AM2 run and save where text and ID tokens attend, raw vs AM."""
-    from fastface_lite.inspect.trace import trace
     from fastface_lite.inspect.plots import raw_vs_used, token_step_grid
+    from fastface_lite.inspect.trace import trace
 
     with trace(pipe) as tr:
-        image = pipe(prompt=prompt, fastface=FastFaceConfig.preset("fastface-am2"),
-                     generator=torch.Generator().manual_seed(seed), **inputs.call_kwargs()).images[0]
+        image = pipe(
+            prompt=prompt,
+            fastface=FastFaceConfig.preset("fastface-am2"),
+            generator=torch.Generator().manual_seed(seed),
+            **inputs.call_kwargs(),
+        ).images[0]
     words = [w for w in ("person", "park") if w in tr.words] or tr.words[:2]
     paths = [out_dir / "demo_text_tokens.png", out_dir / "demo_id_raw_vs_am.png"]
     token_step_grid(tr, words, image, kind="text", block="up_blocks.0", path=paths[0])

@@ -5,6 +5,7 @@ seeds Python, NumPy and torch, turns progress bars and library chatter off, roun
 floats, and returns a `Workbook` that knows the mode (tiny offline / full on a GPU), the device,
 the dtype, and the repository's `figures/` folder.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,14 +62,21 @@ class Workbook:
 
     def describe(self) -> str:
         weights = "random tiny weights, offline" if self.tiny else "real weights from the hub"
-        return f"mode {self.mode} ({weights}) on {self.device}, {str(self.dtype).replace('torch.', '')}, seed {self.seed}"
+        return (
+            f"mode {self.mode} ({weights}) on {self.device}, {str(self.dtype).replace('torch.', '')}, seed {self.seed}"
+        )
 
     def generator(self, seed: int | None = None) -> torch.Generator:
         """A CPU generator (diffusers draws the initial noise on CPU, so images match across devices)."""
         return torch.Generator().manual_seed(self.seed if seed is None else seed)
 
-    def pipeline(self, model: str = "hyper", adapter: str | None = "faceid-plusv2", steps: int = 4,
-                 cache_dir: str | os.PathLike | None = None):
+    def pipeline(
+        self,
+        model: str = "hyper",
+        adapter: str | None = "faceid-plusv2",
+        steps: int = 4,
+        cache_dir: str | os.PathLike | None = None,
+    ):
         """The FastFace pipeline for this mode: the tiny offline twin, or real weights on the GPU.
 
         Full mode on a small GPU (T4) turns on model CPU offload: only the module at work sits on
@@ -81,8 +89,9 @@ class Workbook:
         if self.tiny:
             pipe = tiny_pipeline(adapter=adapter, seed=self.seed, model=model)
         else:
-            pipe = load_pipeline(model, steps=steps, adapter=adapter, device=self.device, dtype=self.dtype,
-                                 cache_dir=cache_dir)
+            pipe = load_pipeline(
+                model, steps=steps, adapter=adapter, device=self.device, dtype=self.dtype, cache_dir=cache_dir
+            )
             if self.device == "cuda" and _gpu_gib() < SMALL_GPU_GIB:
                 pipe.enable_model_cpu_offload()
         pipe.set_progress_bar_config(disable=True)
@@ -104,6 +113,7 @@ class Workbook:
         from fastface_lite.inspect.plots import save_figure
 
         return save_figure(fig, self.figures / (name if name.endswith(".png") else f"{name}.png"), dpi=dpi)
+
 
 def _gpu_gib() -> float:
     return torch.cuda.get_device_properties(0).total_memory / 2**30
@@ -136,8 +146,10 @@ def setup(seed: int = 0, mode: str | None = None) -> Workbook:
     mode = run_mode()
     device = "cuda" if mode == "full" and torch.cuda.is_available() else "cpu"
     if mode == "full" and device == "cpu":
-        raise RuntimeError("full mode needs a GPU (Colab: Runtime > Change runtime type > T4 GPU); "
-                           "use mode='tiny' to run offline on the CPU")
+        raise RuntimeError(
+            "full mode needs a GPU (Colab: Runtime > Change runtime type > T4 GPU); "
+            "use mode='tiny' to run offline on the CPU"
+        )
     quiet_libraries()
     if mode == "tiny":
         # One thread: the tiny model gains nothing from more, a busy 2-core machine loses 10-50x
@@ -156,5 +168,11 @@ def setup(seed: int = 0, mode: str | None = None) -> Workbook:
     import matplotlib
 
     matplotlib.rcParams.update({"figure.dpi": 80, "savefig.bbox": "tight", "font.size": 9})
-    return Workbook(mode=mode, device=device, dtype=torch.float16 if device == "cuda" else torch.float32,
-                    seed=seed, figures=repo_root() / "figures", on_colab="google.colab" in sys.modules)
+    return Workbook(
+        mode=mode,
+        device=device,
+        dtype=torch.float16 if device == "cuda" else torch.float32,
+        seed=seed,
+        figures=repo_root() / "figures",
+        on_colab="google.colab" in sys.modules,
+    )

@@ -5,9 +5,11 @@
     face.probs          # (1, heads, 32*32, 4) probabilities: every position's row sums to 1 over the 4 tokens
     face.mask           # (32, 32) the face: an elliptical Gaussian, 1 at its centre
 """
+
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -16,11 +18,12 @@ __all__ = ["SyntheticAttention", "face_mask", "synthetic_face_attention"]
 
 class SyntheticAttention(NamedTuple):
     probs: torch.Tensor  # (branches, heads, size*size, tokens) softmax over tokens
-    mask: torch.Tensor   # (size, size) the face blob in [0, 1]
+    mask: torch.Tensor  # (size, size) the face blob in [0, 1]
 
 
-def face_mask(size: int = 32, centre: tuple[float, float] = (0.45, 0.5),
-              radii: tuple[float, float] = (0.22, 0.16)) -> torch.Tensor:
+def face_mask(
+    size: int = 32, centre: tuple[float, float] = (0.45, 0.5), radii: tuple[float, float] = (0.22, 0.16)
+) -> torch.Tensor:
     """(size, size) elliptical Gaussian: 1 at `centre` (row, col as fractions of the side), falling
     to exp(-1/2) at `radii` (row radius, col radius), so a face taller than wide by default."""
     ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
@@ -28,10 +31,17 @@ def face_mask(size: int = 32, centre: tuple[float, float] = (0.45, 0.5),
     return torch.exp(-0.5 * (((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2))
 
 
-def synthetic_face_attention(size: int = 32, heads: int = 2, strengths: Sequence[float] = (-2.5, 3.0, 2.0, 1.2),
-                             noise: float = 0.2, branches: int = 1, branch_gain: Sequence[float] | None = None,
-                             centre: tuple[float, float] = (0.45, 0.5), radii: tuple[float, float] = (0.22, 0.16),
-                             seed: int = 0) -> SyntheticAttention:
+def synthetic_face_attention(
+    size: int = 32,
+    heads: int = 2,
+    strengths: Sequence[float] = (-2.5, 3.0, 2.0, 1.2),
+    noise: float = 0.2,
+    branches: int = 1,
+    branch_gain: Sequence[float] | None = None,
+    centre: tuple[float, float] = (0.45, 0.5),
+    radii: tuple[float, float] = (0.22, 0.16),
+    seed: int = 0,
+) -> SyntheticAttention:
     """ID-token attention probabilities of a picture with one face, shaped as AM sees them.
 
     Token t gets the logit ``strengths[t] * face + noise * N(0, 1)`` at every position, then a softmax
@@ -60,5 +70,6 @@ def synthetic_face_attention(size: int = 32, heads: int = 2, strengths: Sequence
     gain = torch.tensor(gains).view(branches, 1, 1, 1)
     generator = torch.Generator().manual_seed(seed)
     logits = gain * s * mask.reshape(1, 1, -1, 1) + noise * torch.randn(
-        branches, heads, size * size, len(s), generator=generator)
+        branches, heads, size * size, len(s), generator=generator
+    )
     return SyntheticAttention(logits.softmax(-1), mask)

@@ -7,12 +7,13 @@ sets a control's `.value` and reads `summary.value`, `images.value` or `last`.
     explorer = SweepExplorer(pipe, inputs, "a photo of a person")   # then display(explorer)
     inspector = AttentionInspector(trace, image)
 """
+
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
 
 import ipywidgets as widgets
 import numpy as np
@@ -20,9 +21,9 @@ import torch
 from matplotlib.figure import Figure
 
 from fastface_lite.errors import ConfigError, NothingRecorded
-from fastface_lite.method.config import FastFaceConfig, VARIANTS
-from fastface_lite.method.dcg_config import GuidanceConfig
 from fastface_lite.inspect.plots import figure_png
+from fastface_lite.method.config import VARIANTS, FastFaceConfig
+from fastface_lite.method.dcg_config import GuidanceConfig
 from fastface_lite.method.schedules import SCHEDULE_SHAPES, WeightSchedule
 
 NUM_STEPS = 4  # the presets' step count; the sweep keeps it fixed
@@ -31,8 +32,13 @@ WEIGHT_RANGE = dict(min=0.0, max=5.0, step=0.1)
 
 def _slider(description: str, value: float, css_class: str, **limits) -> widgets.FloatSlider:
     # continuous_update=False: one regeneration per release of the handle, not one per pixel
-    slider = widgets.FloatSlider(value=value, description=description, continuous_update=False,
-                                 readout_format=".2f", **{**WEIGHT_RANGE, **limits})
+    slider = widgets.FloatSlider(
+        value=value,
+        description=description,
+        continuous_update=False,
+        readout_format=".2f",
+        **{**WEIGHT_RANGE, **limits},
+    )
     slider.add_class(css_class)
     return slider
 
@@ -83,21 +89,31 @@ class SweepExplorer:
         auto_update: regenerate on every change (else press "Generate").
     """
 
-    def __init__(self, pipe, id_inputs, prompt: str, *, model: str = "hyper", seeds: Sequence[int] = (0, 1),
-                 preset: str = "fastface-am1", auto_update: bool = True):
+    def __init__(
+        self,
+        pipe,
+        id_inputs,
+        prompt: str,
+        *,
+        model: str = "hyper",
+        seeds: Sequence[int] = (0, 1),
+        preset: str = "fastface-am1",
+        auto_update: bool = True,
+    ):
         from fastface_lite.sdxl.loading import model_timesteps
 
         self.pipe, self.id_inputs, self.prompt, self.model = pipe, id_inputs, prompt, model
         self.seeds = tuple(int(s) for s in seeds)
         self.timesteps = model_timesteps(model, NUM_STEPS)
-        self.last: Optional[SweepResult] = None
+        self.last: SweepResult | None = None
         self.runs = 0
         self._holding = False  # True while controls are set in bulk: one regeneration at the end
         self._base = FastFaceConfig.preset(preset, model=model)
 
         self.preset = widgets.ToggleButtons(options=VARIANTS, value=preset, description="preset")
-        self.dcg_type = widgets.ToggleButtons(options=[1, 2, 3], value=3, description="DCG type",
-                                              style={"button_width": "48px"})
+        self.dcg_type = widgets.ToggleButtons(
+            options=[1, 2, 3], value=3, description="DCG type", style={"button_width": "48px"}
+        )
         self.shape = widgets.Dropdown(options=SCHEDULE_SHAPES, value="custom", description="schedule")
         self.a_weight = _slider("a (shape w)", 1.0, "ff-a-weight")
         self.b_weight = _slider("b (shape w)", 1.0, "ff-b-weight")
@@ -125,8 +141,19 @@ class SweepExplorer:
 
     # -- controls -> config ----------------------------------------------------------------------
     def _guidance_controls(self) -> list:
-        return [self.dcg_type, self.shape, self.a_weight, self.b_weight, self.floor, self.power,
-                *self.a_steps, *self.b_steps, self.rescale_on, self.phi, self.renorm]
+        return [
+            self.dcg_type,
+            self.shape,
+            self.a_weight,
+            self.b_weight,
+            self.floor,
+            self.power,
+            *self.a_steps,
+            *self.b_steps,
+            self.rescale_on,
+            self.phi,
+            self.renorm,
+        ]
 
     def _schedule(self, which: str) -> WeightSchedule:
         if self.shape.value == "custom":
@@ -137,18 +164,23 @@ class SweepExplorer:
 
     def config(self) -> FastFaceConfig:
         """The FastFaceConfig the controls describe (AM from the chosen preset, norms recorded)."""
-        guidance = GuidanceConfig(dcg_type=self.dcg_type.value, a=self._schedule("a"), b=self._schedule("b"),
-                                  renorm=self.renorm.value, rescale=self.phi.value if self.rescale_on.value else None,
-                                  record_norms=True)
+        guidance = GuidanceConfig(
+            dcg_type=self.dcg_type.value,
+            a=self._schedule("a"),
+            b=self._schedule("b"),
+            renorm=self.renorm.value,
+            rescale=self.phi.value if self.rescale_on.value else None,
+            record_norms=True,
+        )
         guidance.check_steps(NUM_STEPS)
         return self._base.replace(guidance=guidance)
 
-    def weights(self, cfg: Optional[FastFaceConfig] = None) -> list[tuple[float, float]]:
+    def weights(self, cfg: FastFaceConfig | None = None) -> list[tuple[float, float]]:
         """(a, b) at each step of the sweep's timesteps."""
         g = (cfg or self.config()).guidance
         return [(g.a.at(i, t), g.b.at(i, t)) for i, t in enumerate(self.timesteps)]
 
-    def apply_preset(self, name: str) -> Optional[SweepResult]:
+    def apply_preset(self, name: str) -> SweepResult | None:
         """Set every control from preset `name` (weights per step, DCG type, rescale), then regenerate once."""
         self._base = FastFaceConfig.preset(name, model=self.model)
         g = self._base.guidance
@@ -202,7 +234,7 @@ class SweepExplorer:
             self.regenerate()
 
     # -- generation -------------------------------------------------------------------------------
-    def regenerate(self) -> Optional[SweepResult]:
+    def regenerate(self) -> SweepResult | None:
         """Run the pipeline for every seed with the current controls and refresh the outputs.
 
         A config the method rejects shows its error in the summary; the previous images stay.
@@ -218,19 +250,24 @@ class SweepExplorer:
         for index, seed in enumerate(self.seeds):
             # only the first seed records norms (every branch); the others run what the config reads
             seed_cfg = cfg if index == 0 else cfg.replace(guidance=replace(cfg.guidance, record_norms=False))
-            out = self.pipe(prompt=self.prompt, fastface=seed_cfg, generator=torch.Generator().manual_seed(seed),
-                            **self.id_inputs.call_kwargs())
+            out = self.pipe(
+                prompt=self.prompt,
+                fastface=seed_cfg,
+                generator=torch.Generator().manual_seed(seed),
+                **self.id_inputs.call_kwargs(),
+            )
             images.append(out.images[0])
             if index == 0:
                 norms, evaluations = out.guidance_norms, out.unet_evaluations
         self.runs += 1
-        self.last = SweepResult(cfg, images, self.weights(cfg), norms, evaluations,
-                                planned_evaluations(cfg, self.timesteps))
+        self.last = SweepResult(
+            cfg, images, self.weights(cfg), norms, evaluations, planned_evaluations(cfg, self.timesteps)
+        )
         self._show(self.last)
         return self.last
 
     def _show(self, result: SweepResult) -> None:
-        a, b = zip(*result.weights)
+        a, b = zip(*result.weights, strict=True)
         g = result.config.guidance
         rescale = f"phi {g.rescale:.2f}" if g.rescale is not None else "off"
         term1 = [n["term1"] for n in result.norms]
@@ -252,8 +289,18 @@ class SweepExplorer:
             shape_row = widgets.HBox([self.shape, self.a_weight, self.b_weight, self.floor, self.power])
             steps = widgets.HBox([widgets.VBox(self.a_steps), widgets.VBox(self.b_steps)])
             guidance_row = widgets.HBox([self.rescale_on, self.phi, self.renorm])
-            self._widget = widgets.VBox([self.preset, self.dcg_type, guidance_row, shape_row, steps, self.generate,
-                                         self.summary, widgets.HBox([self.images, self.plot])])
+            self._widget = widgets.VBox(
+                [
+                    self.preset,
+                    self.dcg_type,
+                    guidance_row,
+                    shape_row,
+                    steps,
+                    self.generate,
+                    self.summary,
+                    widgets.HBox([self.images, self.plot]),
+                ]
+            )
             self._widget.add_class("ff-sweep")
         return self._widget
 
@@ -267,7 +314,7 @@ def image_grid(images: Sequence, titles: Sequence[str], cell: float = 2.2) -> Fi
     """One row of images with titles."""
     fig = Figure(figsize=(cell * len(images), cell + 0.3), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(images)))
-    for ax, image, title in zip(axes, images, titles):
+    for ax, image, title in zip(axes, images, titles, strict=True):
         ax.imshow(image)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
@@ -279,7 +326,7 @@ def schedule_and_norms(weights: Sequence[tuple[float, float]], norms: Sequence[d
     fig = Figure(figsize=(6.4, 2.5), layout="constrained")
     left, right = fig.subplots(1, 2)
     steps = np.arange(len(weights))
-    a, b = zip(*weights)
+    a, b = zip(*weights, strict=True)
     left.plot(steps, a, "o-", label="a (term 1)")
     left.plot(steps, b, "s-", label="b (term 2)")
     left.set(xlabel="step", ylabel="weight", xticks=steps, title="guidance schedule")
@@ -345,11 +392,14 @@ class AttentionInspector:
 
     def query(self) -> dict:
         """The `Trace.maps` arguments the controls select."""
-        return dict(kind=self.kind.value,
-                    token=None if self.token.value == ALL else self.token.value,
-                    block=None if self.block.value == ALL else self.block.value,
-                    step=None if self.step.value == ALL else self.step.value,
-                    branch=self.branch.value, stage=self.stage.value if self.kind.value == "id" else "used")
+        return dict(
+            kind=self.kind.value,
+            token=None if self.token.value == ALL else self.token.value,
+            block=None if self.block.value == ALL else self.block.value,
+            step=None if self.step.value == ALL else self.step.value,
+            branch=self.branch.value,
+            stage=self.stage.value if self.kind.value == "id" else "used",
+        )
 
     def refresh(self):
         """Recompute the map for the current selection; a selection with no data says why."""
@@ -362,8 +412,10 @@ class AttentionInspector:
             return None
         values = heatmap.to_numpy()
         row, col = np.unravel_index(int(values.argmax()), values.shape)
-        self.summary.value = (f"<b>{html.escape(heatmap.title)}</b><br>grid {values.shape[0]}×{values.shape[1]} · "
-                              f"mean {values.mean():.4f} · max {values.max():.4f} at row {row}, col {col}")
+        self.summary.value = (
+            f"<b>{html.escape(heatmap.title)}</b><br>grid {values.shape[0]}×{values.shape[1]} · "
+            f"mean {values.mean():.4f} · max {values.max():.4f} at row {row}, col {col}"
+        )
         fig = Figure(figsize=(3.2, 3.4), layout="constrained")
         heatmap.plot_overlay(self.image if self.overlay.value else None, ax=fig.subplots(), colorbar=True)
         self.view.value = figure_png(fig, dpi=80)
@@ -374,7 +426,9 @@ class AttentionInspector:
     def widget(self) -> widgets.Widget:
         """The whole inspector as one widget (root DOM class `ff-inspector`)."""
         if not hasattr(self, "_widget"):
-            controls = widgets.VBox([self.kind, self.token, self.block, self.step, self.branch, self.stage, self.overlay])
+            controls = widgets.VBox(
+                [self.kind, self.token, self.block, self.step, self.branch, self.stage, self.overlay]
+            )
             self._widget = widgets.VBox([widgets.HBox([controls, self.view]), self.summary])
             self._widget.add_class("ff-inspector")
         return self._widget

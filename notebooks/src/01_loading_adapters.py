@@ -44,14 +44,27 @@ print(wb.describe())
 
 # %%
 import pandas as pd
+
 from fastface_lite.method.checkpoints import CHECKPOINTS
 from fastface_lite.sdxl.loading import model_timesteps
 
-pd.DataFrame([{
-    "preset": p.name, "how": p.how, "repo": p.repo, "file (4 steps)": p.weight_name(4) or "-",
-    "scheduler": p.scheduler, "spacing": p.timestep_spacing or "config's", "steps with a file": list(p.steps) or "any",
-    "size": p.default_size, "a = b": p.default_guidance, "4-step timesteps": model_timesteps(p.name, 4),
-} for p in CHECKPOINTS.values()]).set_index("preset")
+pd.DataFrame(
+    [
+        {
+            "preset": p.name,
+            "how": p.how,
+            "repo": p.repo,
+            "file (4 steps)": p.weight_name(4) or "-",
+            "scheduler": p.scheduler,
+            "spacing": p.timestep_spacing or "config's",
+            "steps with a file": list(p.steps) or "any",
+            "size": p.default_size,
+            "a = b": p.default_guidance,
+            "4-step timesteps": model_timesteps(p.name, 4),
+        }
+        for p in CHECKPOINTS.values()
+    ]
+).set_index("preset")
 
 # %% [markdown]
 # The paper evaluates everything at 4 steps. Hyper-SD, Lightning and Turbo visit 999, 749, 499, 249
@@ -96,13 +109,26 @@ for kwargs in ({"model": "hyper", "steps": 3}, {"model": "lightning", "steps": 1
 # %%
 pipe = wb.pipeline(model="hyper", adapter="faceid-plusv2")
 modules = ("unet", "vae", "text_encoder", "text_encoder_2", "image_encoder")
-print(pd.DataFrame([{"component": name, "class": type(getattr(pipe, name)).__name__,
-                     "parameters (M)": round(sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e6, 3)}
-                    for name in modules]).to_string(index=False))
-print(f"\npipeline {type(pipe).__name__}; scheduler {type(pipe.scheduler).__name__} "
-      f"(timestep_spacing {pipe.scheduler.config.timestep_spacing!r}); tokenizers {type(pipe.tokenizer).__name__}")
-print(f"default image {pipe.default_sample_size * pipe.vae_scale_factor} px; "
-      f"cross_attention_dim {pipe.unet.config.cross_attention_dim}")
+print(
+    pd.DataFrame(
+        [
+            {
+                "component": name,
+                "class": type(getattr(pipe, name)).__name__,
+                "parameters (M)": round(sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e6, 3),
+            }
+            for name in modules
+        ]
+    ).to_string(index=False)
+)
+print(
+    f"\npipeline {type(pipe).__name__}; scheduler {type(pipe.scheduler).__name__} "
+    f"(timestep_spacing {pipe.scheduler.config.timestep_spacing!r}); tokenizers {type(pipe.tokenizer).__name__}"
+)
+print(
+    f"default image {pipe.default_sample_size * pipe.vae_scale_factor} px; "
+    f"cross_attention_dim {pipe.unet.config.cross_attention_dim}"
+)
 
 # %% [markdown]
 # In full mode the UNet has 2.6 billion parameters and `cross_attention_dim` is 2048 (the two text
@@ -137,8 +163,9 @@ print(f"default image {pipe.default_sample_size * pipe.vae_scale_factor} px; "
 # %%
 import matplotlib.pyplot as plt
 from PIL import Image
-from fastface_lite.faces.photos import face_path
+
 from fastface_lite.faces.analyzer import FaceAnalyzer
+from fastface_lite.faces.photos import face_path
 from fastface_lite.sdxl.adapter import id_inputs
 
 analyzer = FaceAnalyzer("dlib" if wb.tiny else "insightface")
@@ -180,15 +207,18 @@ plt.show()
 
 # %%
 import torch
-from fastface_lite.workbook.anatomy import id_token_parts
+
 from fastface_lite.sdxl.adapter import adapter_info
+from fastface_lite.workbook.anatomy import id_token_parts
 
 parts = id_token_parts(pipe, inputs)
 print(f"adapter_info: {adapter_info(pipe)}  (ID tokens, ID embedding size)")
 print(f"ID embedding {tuple(inputs.image_embeds[0][1].shape)} -> MLP -> {tuple(parts.mlp.shape)}")
 print(f"CLIP hidden states {tuple(parts.clip_states.shape)} -> resampler (4 queries) -> {tuple(parts.resampler.shape)}")
-print(f"shortcut {parts.shortcut}, scale {parts.shortcut_scale}: tokens {tuple(parts.tokens.shape)}"
-      f" = mlp + scale * resampler: {torch.allclose(parts.tokens, parts.mlp + parts.shortcut_scale * parts.resampler)}")
+print(
+    f"shortcut {parts.shortcut}, scale {parts.shortcut_scale}: tokens {tuple(parts.tokens.shape)}"
+    f" = mlp + scale * resampler: {torch.allclose(parts.tokens, parts.mlp + parts.shortcut_scale * parts.resampler)}"
+)
 print("norm per token, MLP part:      ", parts.mlp.float().norm(dim=-1).squeeze(0).numpy().round(3))
 print("norm per token, resampler part:", parts.resampler.float().norm(dim=-1).squeeze(0).numpy().round(3))
 
@@ -203,8 +233,10 @@ if wb.tiny:
     faceid_pipe = ff.tiny_pipeline(adapter="faceid", seed=wb.seed)
     faceid_inputs = id_inputs(faceid_pipe, face.embedding)  # no crop needed
     plain = id_token_parts(faceid_pipe, faceid_inputs)
-    print(f"FaceID: ID embedding {tuple(faceid_inputs.image_embeds[0][1].shape)} -> MLP -> {tuple(plain.mlp.shape)}; "
-          f"resampler: {plain.resampler}; tokens = MLP tokens: {torch.equal(plain.tokens, plain.mlp)}")
+    print(
+        f"FaceID: ID embedding {tuple(faceid_inputs.image_embeds[0][1].shape)} -> MLP -> {tuple(plain.mlp.shape)}; "
+        f"resampler: {plain.resampler}; tokens = MLP tokens: {torch.equal(plain.tokens, plain.mlp)}"
+    )
 else:
     print("full mode: skipped, it would load a second SDXL; wb.pipeline(adapter='faceid') loads the real file")
 
@@ -236,8 +268,13 @@ prompt = "a photo of a person reading in a park"
 baseline = ff.FastFaceConfig.preset("baseline")
 latents = {}
 for label, scale in (("1.0", 1.0), ("0.0", 0.0), ("1.0 again", 1.0)):
-    out = pipe(prompt=prompt, fastface=baseline.replace(faceid_lora_scale=scale), generator=wb.generator(),
-               output_type="latent", **inputs.call_kwargs())
+    out = pipe(
+        prompt=prompt,
+        fastface=baseline.replace(faceid_lora_scale=scale),
+        generator=wb.generator(),
+        output_type="latent",
+        **inputs.call_kwargs(),
+    )
     latents[label] = out.images
 print("LoRA 0.0 vs 1.0, max |latent difference|:", round(float((latents["0.0"] - latents["1.0"]).abs().max()), 3))
 print("second call at 1.0 identical to the first:", torch.equal(latents["1.0 again"], latents["1.0"]))
@@ -273,9 +310,14 @@ halves = decoupled_attention(attn, features, text_states, id_tokens, ip_scale=1.
 with torch.no_grad():
     stock = attn(features, encoder_hidden_states=(text_states, [id_tokens[:, None]]))
 print(f"{attn.heads} heads; text K/V from {tuple(text_states.shape)}, ID K/V from {tuple(id_tokens.shape)}")
-print(f"text part {tuple(halves.text.shape)} + s * ID part {tuple(halves.id.shape)}; "
-      f"ID probabilities {tuple(halves.id_probs.shape)}, rows sum to 1: {torch.allclose(halves.id_probs.sum(-1), torch.ones(1).to(weight))}")
-print("equals diffusers' IPAdapterAttnProcessor2_0:", torch.allclose(halves.output, stock, atol=1e-5 if wb.tiny else 1e-2))
+print(
+    f"text part {tuple(halves.text.shape)} + s * ID part {tuple(halves.id.shape)}; "
+    f"ID probabilities {tuple(halves.id_probs.shape)}, "
+    f"rows sum to 1: {torch.allclose(halves.id_probs.sum(-1), torch.ones(1).to(weight))}"
+)
+print(
+    "equals diffusers' IPAdapterAttnProcessor2_0:", torch.allclose(halves.output, stock, atol=1e-5 if wb.tiny else 1e-2)
+)
 
 # %% [markdown]
 # ## DCG: three branches per step
@@ -289,11 +331,24 @@ print("equals diffusers' IPAdapterAttnProcessor2_0:", torch.allclose(halves.outp
 # %%
 from fastface_lite.method import dcg as dcg
 
-combination = {1: "e_u + a (e_t - e_u) + b (e_ti - e_t)", 2: "e_u + a (e_t - e_u) + b (e_i - e_u)",
-               3: "e_u + a (e_i - e_u) + b (e_ti - e_i)"}
-pd.DataFrame([{"dcg_type": t, **{f"branch {k}": f"{name} (text {'yes' if text else 'no'}, ID {'yes' if has_id else 'no'})"
-                                  for k, (name, (text, has_id)) in enumerate(zip(dcg.BRANCH_NAMES[t], dcg.BRANCH_CONDITIONS[t]))},
-               "e =": combination[t]} for t in (1, 2, 3)]).set_index("dcg_type")
+combination = {
+    1: "e_u + a (e_t - e_u) + b (e_ti - e_t)",
+    2: "e_u + a (e_t - e_u) + b (e_i - e_u)",
+    3: "e_u + a (e_i - e_u) + b (e_ti - e_i)",
+}
+pd.DataFrame(
+    [
+        {
+            "dcg_type": t,
+            **{
+                f"branch {k}": f"{name} (text {'yes' if text else 'no'}, ID {'yes' if has_id else 'no'})"
+                for k, (name, (text, has_id)) in enumerate(zip(dcg.BRANCH_NAMES[t], dcg.BRANCH_CONDITIONS[t]))
+            },
+            "e =": combination[t],
+        }
+        for t in (1, 2, 3)
+    ]
+).set_index("dcg_type")
 
 # %% [markdown]
 # "No text" is the negative prompt's embedding (all zeros for an empty negative prompt in SDXL);
@@ -307,28 +362,50 @@ pd.DataFrame([{"dcg_type": t, **{f"branch {k}": f"{name} (text {'yes' if text el
 
 # %%
 configs = {name: ff.FastFaceConfig.preset(name, model="hyper") for name in ff.VARIANTS}
-outputs = {name: pipe(prompt=prompt, fastface=cfg, generator=wb.generator(), **inputs.call_kwargs())
-           for name, cfg in configs.items()}
+outputs = {
+    name: pipe(prompt=prompt, fastface=cfg, generator=wb.generator(), **inputs.call_kwargs())
+    for name, cfg in configs.items()
+}
 names = dcg.BRANCH_NAMES[3]
-pd.DataFrame([{"variant": name, "UNet evaluations": out.unet_evaluations,
-               **{f"step {i} (t={t:.0f})": ", ".join(names[k] for k in branches)
-                  for i, (t, branches) in enumerate(zip(out.timesteps, out.branches_per_step))}}
-              for name, out in outputs.items()]).set_index("variant")
+pd.DataFrame(
+    [
+        {
+            "variant": name,
+            "UNet evaluations": out.unet_evaluations,
+            **{
+                f"step {i} (t={t:.0f})": ", ".join(names[k] for k in branches)
+                for i, (t, branches) in enumerate(zip(out.timesteps, out.branches_per_step))
+            },
+        }
+        for name, out in outputs.items()
+    ]
+).set_index("variant")
 
 # %% [markdown]
 # Why these numbers (evaluating all three branches at all 4 steps would be 12):
 
+
 # %%
 def why(cfg, timesteps):
     g = cfg.guidance
-    steps = {f"(c0, c1, c2) step {i}": "({:g}, {:g}, {:g})".format(*dcg.coefficients(*dcg.weights_at(i, t, g), g.dcg_type))
-             for i, t in enumerate(timesteps)}
-    return {**steps, "rescale phi": g.rescale if g.rescale is not None else "off",
-            "AM": " -> ".join(cfg.attention.transforms) or "off",
-            "AM couples the batch": any(cfg.attention.couples_batch(i) for i in range(len(timesteps)))}
+    steps = {
+        f"(c0, c1, c2) step {i}": "({:g}, {:g}, {:g})".format(*dcg.coefficients(*dcg.weights_at(i, t, g), g.dcg_type))
+        for i, t in enumerate(timesteps)
+    }
+    return {
+        **steps,
+        "rescale phi": g.rescale if g.rescale is not None else "off",
+        "AM": " -> ".join(cfg.attention.transforms) or "off",
+        "AM couples the batch": any(cfg.attention.couples_batch(i) for i in range(len(timesteps))),
+    }
 
-pd.DataFrame([{"variant": name, **why(configs[name], out.timesteps), "evaluations": out.unet_evaluations}
-              for name, out in outputs.items()]).set_index("variant")
+
+pd.DataFrame(
+    [
+        {"variant": name, **why(configs[name], out.timesteps), "evaluations": out.unet_evaluations}
+        for name, out in outputs.items()
+    ]
+).set_index("variant")
 
 # %% [markdown]
 # * **baseline, AM1** (4): a = b = 1 gives (0, 0, 1): the guided prediction *is* the text+id
@@ -352,9 +429,13 @@ import dataclasses
 for name in ("am2", "fastface-am2"):
     cfg = configs[name]
     per_branch = cfg.replace(attention=dataclasses.replace(cfg.attention, normalize_per_branch=True))
-    out = pipe(prompt=prompt, fastface=per_branch, generator=wb.generator(), output_type="latent", **inputs.call_kwargs())
-    print(f"{name:13s} per-branch normalisation: {out.unet_evaluations} UNet evaluations (reference-exact: "
-          f"{outputs[name].unet_evaluations}), branches per step {out.branches_per_step}")
+    out = pipe(
+        prompt=prompt, fastface=per_branch, generator=wb.generator(), output_type="latent", **inputs.call_kwargs()
+    )
+    print(
+        f"{name:13s} per-branch normalisation: {out.unet_evaluations} UNet evaluations (reference-exact: "
+        f"{outputs[name].unet_evaluations}), branches per step {out.branches_per_step}"
+    )
 
 # %% [markdown]
 # Skipping a branch changes nothing in the result: with `evaluate_all_branches=True` the pipeline
@@ -363,11 +444,21 @@ for name in ("am2", "fastface-am2"):
 
 # %%
 for name in ("dcg", "fastface-am1"):
-    skipped = pipe(prompt=prompt, fastface=configs[name], generator=wb.generator(), output_type="latent", **inputs.call_kwargs())
-    full = pipe(prompt=prompt, fastface=configs[name], generator=wb.generator(), output_type="latent",
-                evaluate_all_branches=True, **inputs.call_kwargs())
-    print(f"{name}: {skipped.unet_evaluations} vs {full.unet_evaluations} evaluations, "
-          f"same latents (within 1e-5): {torch.allclose(skipped.images, full.images, atol=1e-5)}")
+    skipped = pipe(
+        prompt=prompt, fastface=configs[name], generator=wb.generator(), output_type="latent", **inputs.call_kwargs()
+    )
+    full = pipe(
+        prompt=prompt,
+        fastface=configs[name],
+        generator=wb.generator(),
+        output_type="latent",
+        evaluate_all_branches=True,
+        **inputs.call_kwargs(),
+    )
+    print(
+        f"{name}: {skipped.unet_evaluations} vs {full.unet_evaluations} evaluations, "
+        f"same latents (within 1e-5): {torch.allclose(skipped.images, full.images, atol=1e-5)}"
+    )
 
 # %% [markdown]
 # ## The six variants' images
@@ -398,7 +489,9 @@ axes[1, 0].text(0.5, 0.5, "|variant - baseline|\nper pixel\n(0..1 scale)", ha="c
 for ax in axes.ravel():
     ax.axis("off")
 fig.colorbar(shown, ax=axes[1, :].tolist(), shrink=0.8)
-fig.suptitle(f"{prompt!r} · hyper, 4 steps · {wb.mode} mode" + (" (random weights: noise)" if wb.tiny else ""), fontsize=9)
+fig.suptitle(
+    f"{prompt!r} · hyper, 4 steps · {wb.mode} mode" + (" (random weights: noise)" if wb.tiny else ""), fontsize=9
+)
 wb.save(fig, "01_variants", dpi=80)
 plt.show()
 

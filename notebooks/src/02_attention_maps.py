@@ -52,21 +52,37 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+
 from fastface_lite.workbook.synthetic import synthetic_face_attention
 
 SIDE = 32
 synthetic = synthetic_face_attention(size=SIDE, heads=2, seed=wb.seed)
 A, face = synthetic.probs, synthetic.mask
 inside, outside = face > 0.5, face < 0.1
-print("A:", tuple(A.shape), "(branches, heads, positions, ID tokens); rows sum to 1:",
-      torch.allclose(A.sum(-1), torch.ones(1)))
+print(
+    "A:",
+    tuple(A.shape),
+    "(branches, heads, positions, ID tokens); rows sum to 1:",
+    torch.allclose(A.sum(-1), torch.ones(1)),
+)
+
 
 def grid(probs, token, branch=0):
     """One token's map, heads averaged, as a (SIDE, SIDE) array."""
     return probs[branch, :, :, token].mean(0).reshape(SIDE, SIDE).numpy()
 
-pd.DataFrame([{"token": t, "mean in the face": grid(A, t)[inside].mean(), "mean outside": grid(A, t)[outside].mean(),
-               "max": grid(A, t).max()} for t in range(4)]).set_index("token")
+
+pd.DataFrame(
+    [
+        {
+            "token": t,
+            "mean in the face": grid(A, t)[inside].mean(),
+            "mean outside": grid(A, t)[outside].mean(),
+            "max": grid(A, t).max(),
+        }
+        for t in range(4)
+    ]
+).set_index("token")
 
 # %% [markdown]
 # The four transforms of SPEC §3, applied to the target columns (norm = min-max over batch, heads
@@ -84,6 +100,7 @@ pd.DataFrame([{"token": t, "mean in the face": grid(A, t)[inside].mean(), "mean 
 
 # %%
 import dataclasses
+
 from fastface_lite.method import am as am
 from fastface_lite.method.am_config import PartTable
 
@@ -134,12 +151,19 @@ plt.show()
 # middle third of the row). "row sum" is the mean over positions of the 4 tokens' sum: 1 for raw
 # probabilities, anything after AM.
 
+
 # %%
 def summary(m):
     t1 = grid(m, 1)
-    return {"token 1 in face": t1[inside].mean(), "token 1 outside": t1[outside].mean(),
-            "in / out": t1[inside].mean() / t1[outside].mean(), "token 0 in face": grid(m, 0)[inside].mean(),
-            "token 0 outside": grid(m, 0)[outside].mean(), "row sum": float(m[0].sum(-1).mean())}
+    return {
+        "token 1 in face": t1[inside].mean(),
+        "token 1 outside": t1[outside].mean(),
+        "in / out": t1[inside].mean() / t1[outside].mean(),
+        "token 0 in face": grid(m, 0)[inside].mean(),
+        "token 0 outside": grid(m, 0)[outside].mean(),
+        "row sum": float(m[0].sum(-1).mean()),
+    }
+
 
 pd.DataFrame({name.replace("\n", " "): summary(m) for name, m in maps.items()}).T
 
@@ -148,8 +172,12 @@ centre_row = int(face.sum(1).argmax())
 fig, axes = plt.subplots(1, 2, figsize=(10, 3), layout="constrained")
 for ax, token in zip(axes, (1, 0)):
     for name, m in maps.items():
-        ax.plot(grid(m, token)[centre_row], label=name.replace("\n", " "), lw=2 if name == "raw" else 1.2,
-                color="k" if name == "raw" else None)
+        ax.plot(
+            grid(m, token)[centre_row],
+            label=name.replace("\n", " "),
+            lw=2 if name == "raw" else 1.2,
+            color="k" if name == "raw" else None,
+        )
     ax.axvspan(*np.flatnonzero(face[centre_row].numpy() > 0.5)[[0, -1]], color="0.9", zorder=0)
     ax.set(title=f"token {token}, row {centre_row} (grey: the face)", xlabel="column", ylabel="attention weight")
 axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -208,8 +236,18 @@ for name in ("fastface-am1", "fastface-am2"):
     for part in ("down", "mid", "up"):
         for step in range(4):
             c = attention.constants_at(part, step)
-            rows.append({"variant": name, "part": part, "step": step, "AM on": attention.active(part, step),
-                         "pow p": c.pow, "scale s": c.scale, "slope k": c.softmask_k, "quantile qa": c.quantile})
+            rows.append(
+                {
+                    "variant": name,
+                    "part": part,
+                    "step": step,
+                    "AM on": attention.active(part, step),
+                    "pow p": c.pow,
+                    "scale s": c.scale,
+                    "slope k": c.softmask_k,
+                    "quantile qa": c.quantile,
+                }
+            )
 constants = pd.DataFrame(rows).set_index(["variant", "part", "step"])
 constants.unstack("step")[["AM on", "scale s", "slope k"]]
 
@@ -229,11 +267,19 @@ consts = am2.constants_at("up", 1)
 joint = am.manipulate(batch, tokens, am2.transforms, consts, invert_token0=True)
 alone = am.manipulate(batch, tokens, am2.transforms, consts, invert_token0=True, groups=3)
 fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.6), layout="constrained")
-for ax, (title, values) in zip(axes, {"normalised over the batch": grid(joint, 1, branch=2),
-                                      "within the branch": grid(alone, 1, branch=2),
-                                      "difference": grid(joint, 1, branch=2) - grid(alone, 1, branch=2)}.items()):
-    shown = ax.imshow(values, cmap="RdBu_r" if title == "difference" else "viridis",
-                      **({"vmin": -0.3, "vmax": 0.3} if title == "difference" else {"vmin": 0, "vmax": 1.6}))
+for ax, (title, values) in zip(
+    axes,
+    {
+        "normalised over the batch": grid(joint, 1, branch=2),
+        "within the branch": grid(alone, 1, branch=2),
+        "difference": grid(joint, 1, branch=2) - grid(alone, 1, branch=2),
+    }.items(),
+):
+    shown = ax.imshow(
+        values,
+        cmap="RdBu_r" if title == "difference" else "viridis",
+        **({"vmin": -0.3, "vmax": 0.3} if title == "difference" else {"vmin": 0, "vmax": 1.6}),
+    )
     ax.set_title(title, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -341,9 +387,16 @@ rows = []
 for block in tr.blocks:
     raw = tr.maps(kind="id", token=1, block=block, step=1, stage="raw").values
     used = tr.maps(kind="id", token=1, block=block, step=1, stage="used").values
-    rows.append({"block": block, "raw mean": float(raw.mean()), "raw max": float(raw.max()),
-                 "used mean": float(used.mean()), "used max": float(used.max()),
-                 "max |used - raw|": float((used - raw).abs().max())})
+    rows.append(
+        {
+            "block": block,
+            "raw mean": float(raw.mean()),
+            "raw max": float(raw.max()),
+            "used mean": float(used.mean()),
+            "used max": float(used.max()),
+            "max |used - raw|": float((used - raw).abs().max()),
+        }
+    )
 pd.DataFrame(rows).set_index("block")
 
 # %% [markdown]

@@ -34,8 +34,8 @@ import pandas as pd
 import fastface_lite as ff
 from fastface_lite.method import dcg as guidance
 from fastface_lite.method.branches import planned_evaluations
-from fastface_lite.sdxl.loading import model_timesteps
 from fastface_lite.method.schedules import TIMESTEP_SHAPES, WeightSchedule
+from fastface_lite.sdxl.loading import model_timesteps
 from fastface_lite.workbook.widgets import SweepExplorer, schedule_and_norms
 
 pipe = wb.pipeline(model="hyper")
@@ -59,7 +59,8 @@ PROMPT = "a photo of a person reading in a park"
 rows = []
 for dcg_type in (1, 2, 3):
     for index, (name, (has_text, has_id)) in enumerate(
-            zip(guidance.BRANCH_NAMES[dcg_type], guidance.BRANCH_CONDITIONS[dcg_type])):
+        zip(guidance.BRANCH_NAMES[dcg_type], guidance.BRANCH_CONDITIONS[dcg_type])
+    ):
         rows.append({"DCG type": dcg_type, "branch": index, "name": name, "text": has_text, "ID": has_id})
 pd.DataFrame(rows).pivot(index="DCG type", columns="branch", values="name")
 
@@ -75,8 +76,18 @@ table = []
 for step, t in enumerate(timesteps):
     a, b = guidance.weights_at(step, t, cfg.guidance)
     c = guidance.coefficients(a, b, cfg.guidance.dcg_type)
-    table.append({"step": step, "timestep": t, "a": a, "b": b, "c0 (uncond)": c[0], "c1 (id)": c[1],
-                  "c2 (text+id)": c[2], "branches read": guidance.needed_branches(step, t, cfg.guidance)})
+    table.append(
+        {
+            "step": step,
+            "timestep": t,
+            "a": a,
+            "b": b,
+            "c0 (uncond)": c[0],
+            "c1 (id)": c[1],
+            "c2 (text+id)": c[2],
+            "branches read": guidance.needed_branches(step, t, cfg.guidance),
+        }
+    )
 pd.DataFrame(table).set_index("step")
 
 # %% [markdown]
@@ -126,8 +137,10 @@ variants = {
     "same, renorm": replace(g, renorm=True),
     "a = b = 1 (no guidance)": ff.GuidanceConfig(dcg_type=3),
 }
-pd.Series({name: planned_evaluations(base.replace(guidance=v), timesteps) for name, v in variants.items()},
-          name="UNet evaluations / image").to_frame()
+pd.Series(
+    {name: planned_evaluations(base.replace(guidance=v), timesteps) for name, v in variants.items()},
+    name="UNet evaluations / image",
+).to_frame()
 
 # %% [markdown]
 # ## Schedule shapes
@@ -144,7 +157,7 @@ for ax, name in zip(axes.flat, TIMESTEP_SHAPES):
     ax.plot(t_axis, [schedule.at(0, t) for t in t_axis])
     ax.plot(timesteps, [schedule.at(0, t) for t in timesteps], "o", color="C3")
     ax.set_title(name, fontsize=9)
-for ax in axes.flat[len(TIMESTEP_SHAPES):]:
+for ax in axes.flat[len(TIMESTEP_SHAPES) :]:
     ax.axis("off")
 for ax in axes[-1]:
     ax.set_xlabel("timestep t")
@@ -152,8 +165,13 @@ fig.tight_layout()
 path = wb.save(fig, "03_schedule_shapes")
 
 # %%
-pd.DataFrame({name: [WeightSchedule(name, weight=1.0, c=0.5, s=2.0).at(i, t) for i, t in enumerate(timesteps)]
-              for name in TIMESTEP_SHAPES}, index=pd.Index(timesteps, name="timestep")).T.round(3)
+pd.DataFrame(
+    {
+        name: [WeightSchedule(name, weight=1.0, c=0.5, s=2.0).at(i, t) for i, t in enumerate(timesteps)]
+        for name in TIMESTEP_SHAPES
+    },
+    index=pd.Index(timesteps, name="timestep"),
+).T.round(3)
 
 # %% [markdown]
 # A per-step list only fits the step count it was written for; the pipeline refuses a mismatch

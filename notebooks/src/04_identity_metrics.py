@@ -20,7 +20,6 @@
 # and loads the real CLIP ViT-L/14.
 
 # %%
-import fastface_lite as ff
 from fastface_lite.workbook.session import setup
 
 wb = setup(seed=0)
@@ -65,11 +64,12 @@ for name, analyzer in analyzers.items():
 # L2-normalised embedding.
 
 # %%
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 from PIL import Image
-from fastface_lite.faces.photos import face_names, face_path
+
 from fastface_lite.faces.images import load_rgb
+from fastface_lite.faces.photos import face_names, face_path
 
 photos = {name: Image.fromarray(load_rgb(face_path(name))) for name in face_names()}
 faces = {name: primary.largest(photo) for name, photo in photos.items()}
@@ -104,14 +104,18 @@ plt.show()
 
 # %%
 import itertools
+
 import pandas as pd
 from PIL import ImageEnhance, ImageOps
-from fastface_lite.faces.photos import insightface_group_photo
-from fastface_lite.evaluation.metrics import cosine_similarity, identity_similarity
 
-changes = {"mirrored": ImageOps.mirror,
-           "darker": lambda im: ImageEnhance.Brightness(im).enhance(0.6),
-           "grayscale": lambda im: ImageOps.grayscale(im).convert("RGB")}
+from fastface_lite.evaluation.metrics import cosine_similarity, identity_similarity
+from fastface_lite.faces.photos import insightface_group_photo
+
+changes = {
+    "mirrored": ImageOps.mirror,
+    "darker": lambda im: ImageEnhance.Brightness(im).enhance(0.6),
+    "grayscale": lambda im: ImageOps.grayscale(im).convert("RGB"),
+}
 group = insightface_group_photo()
 rows = []
 for model, analyzer in analyzers.items():
@@ -123,8 +127,15 @@ for model, analyzer in analyzers.items():
     rows.append((model, "different people", "astronaut vs grace_hopper", score.similarity, score.distance))
     for i, (a, b) in enumerate(itertools.combinations(analyzer.analyze(group), 2)):
         distance = float(np.linalg.norm(a.raw_embedding - b.raw_embedding)) if model == "dlib" else None
-        rows.append((model, "different people", f"group photo pair {i + 1}",
-                     cosine_similarity(a.embedding, b.embedding), distance))
+        rows.append(
+            (
+                model,
+                "different people",
+                f"group photo pair {i + 1}",
+                cosine_similarity(a.embedding, b.embedding),
+                distance,
+            )
+        )
 pairs = pd.DataFrame(rows, columns=["model", "kind", "pair", "cosine", "dlib_distance"])
 pairs[~pairs["pair"].str.startswith("group")]
 
@@ -136,8 +147,9 @@ fig, axes = plt.subplots(1, len(analyzers) + 1, figsize=(3.6 * (len(analyzers) +
 colors = {"same person": "tab:green", "different people": "tab:red"}
 for ax, model in zip(axes[0], analyzers):
     for y, (kind, sel) in enumerate(pairs[pairs["model"] == model].groupby("kind", sort=False)):
-        ax.scatter(sel["cosine"], np.full(len(sel), y) + np.linspace(-0.15, 0.15, len(sel)),
-                   c=colors[kind], s=18, label=kind)
+        ax.scatter(
+            sel["cosine"], np.full(len(sel), y) + np.linspace(-0.15, 0.15, len(sel)), c=colors[kind], s=18, label=kind
+        )
     ax.set_yticks([0, 1], list(colors))
     ax.set_ylim(-0.5, 1.5)
     ax.set_title(f"{model}: cosine similarity", fontsize=9)
@@ -184,8 +196,10 @@ plt.show()
 # %%
 from PIL import ImageFilter
 
+
 def downscale(im, s):
     return im.resize((round(im.width * s), round(im.height * s)), Image.LANCZOS)
+
 
 scales = [1.0, 0.8, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1]
 sigmas = [0, 1, 2, 3, 4, 6, 8, 12]
@@ -208,17 +222,30 @@ fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
 for (model, name), sel in curves.groupby(["model", "photo"], sort=False):
     style = dict(marker="o", ms=4, ls="-" if model == "dlib" else "--", label=f"{name} ({model})")
     down, blur = sel[sel["degradation"] == "downscale"], sel[sel["degradation"] == "blur"]
-    line, = axes[0].plot(down["face_px"], down["similarity"], **style)
+    (line,) = axes[0].plot(down["face_px"], down["similarity"], **style)
     axes[1].plot(blur["amount"], blur["similarity"], **style)
     for ax, part, x in ((axes[0], down, "face_px"), (axes[1], blur, "amount")):
         failed = part[part["failed"]]  # no score: drawn as x on the bottom edge
-        ax.scatter(failed[x], np.full(len(failed), 0.03), marker="x", color=line.get_color(),
-                   transform=ax.get_xaxis_transform(), clip_on=False)
+        ax.scatter(
+            failed[x],
+            np.full(len(failed), 0.03),
+            marker="x",
+            color=line.get_color(),
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+        )
 for ax in axes:
     for model, level in different.items():
         ax.axhline(level, color="grey", lw=1, ls=":" if model == "dlib" else "-.")
-        ax.annotate(f"{model}: mean of different people", (1.0, level), xycoords=("axes fraction", "data"),
-                    ha="right", va="bottom", fontsize=7, color="grey")
+        ax.annotate(
+            f"{model}: mean of different people",
+            (1.0, level),
+            xycoords=("axes fraction", "data"),
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="grey",
+        )
     ax.set_ylim(min(different.min(), curves["similarity"].min()) - 0.05, 1.01)
 axes[1].scatter([], [], marker="x", color="k", label="no face found")
 axes[0].set_xscale("log")
@@ -241,7 +268,10 @@ found = curves[(curves["degradation"] == "downscale") & ~curves["failed"]]
 smallest = found.groupby(["model", "photo"], sort=False)["face_px"].min().round(0)
 print("smallest face still found (px wide):", smallest.to_dict())
 blur = curves[curves["degradation"] == "blur"]
-print("first blur sigma that loses the face:", blur[blur["failed"]].groupby(["model", "photo"], sort=False)["amount"].min().to_dict())
+print(
+    "first blur sigma that loses the face:",
+    blur[blur["failed"]].groupby(["model", "photo"], sort=False)["amount"].min().to_dict(),
+)
 
 # %% [markdown]
 # What to read from this:
@@ -295,10 +325,14 @@ print("detection_failure:", score.detection_failure, "| failed side:", score.fai
 print("as a table row:", {k: v for k, v in score.as_record().items() if k in ("id_similarity", "id_detection_failure")})
 print(face_size_ratio(bad_images["blank"], primary))
 
-generated = {"mirrored": changes["mirrored"](photos["astronaut"]), "darker": changes["darker"](photos["astronaut"]),
-             "noise": bad_images["noise"]}
-table = pd.DataFrame([{"image": k, **identity_similarity(faces["astronaut"], im, primary).as_record()}
-                      for k, im in generated.items()])
+generated = {
+    "mirrored": changes["mirrored"](photos["astronaut"]),
+    "darker": changes["darker"](photos["astronaut"]),
+    "noise": bad_images["noise"],
+}
+table = pd.DataFrame(
+    [{"image": k, **identity_similarity(faces["astronaut"], im, primary).as_record()} for k, im in generated.items()]
+)
 aggregate(table.assign(variant="demo"), by=["variant"], metrics=["id_similarity"])[["metric", "mean", "n", "failures"]]
 
 # %% [markdown]
@@ -311,8 +345,11 @@ aggregate(table.assign(variant="demo"), by=["variant"], metrics=["id_similarity"
 # %%
 astronaut = photos["astronaut"]
 crop = astronaut.crop((100, 0, 356, 256))  # a 256 px square around the face
-for label, image in {"astronaut, full photo": astronaut, "astronaut, cropped to the face": crop,
-                     "grace_hopper": photos["grace_hopper"]}.items():
+for label, image in {
+    "astronaut, full photo": astronaut,
+    "astronaut, cropped to the face": crop,
+    "grace_hopper": photos["grace_hopper"],
+}.items():
     print(f"{label:32s} face size ratio {face_size_ratio(image, primary).ratio:.3f}")
 
 # %% [markdown]

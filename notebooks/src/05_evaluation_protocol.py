@@ -50,18 +50,28 @@ print(wb.describe())
 
 # %%
 import os
+
 import pandas as pd
+
 from fastface_lite.evaluation.grid import EvalSpec, RunSettings, build_items
 from fastface_lite.evaluation.runner import run_evaluation
 from fastface_lite.evaluation.summary import load_results
 
 os.chdir(wb.figures.parent)  # the repository root, so paths read as in the README's commands
-spec = EvalSpec(identities=("astronaut",), prompt_sets=("realistic", "stylistic"), prompts_per_set=1,
-                variants=("baseline", "fastface-am2"), models=("hyper",), mode=wb.mode,
-                size=64 if wb.tiny else None)  # tiny: 64 px noise images are enough to run everything
+spec = EvalSpec(
+    identities=("astronaut",),
+    prompt_sets=("realistic", "stylistic"),
+    prompts_per_set=1,
+    variants=("baseline", "fastface-am2"),
+    models=("hyper",),
+    mode=wb.mode,
+    size=64 if wb.tiny else None,
+)  # tiny: 64 px noise images are enough to run everything
 items = build_items(RunSettings.from_spec(spec))
-pd.DataFrame([(i.variant, i.identity, i.prompt_set, i.prompt, i.seed) for i in items],
-             columns=["variant", "identity", "prompt_set", "prompt", "seed"])
+pd.DataFrame(
+    [(i.variant, i.identity, i.prompt_set, i.prompt, i.seed) for i in items],
+    columns=["variant", "identity", "prompt_set", "prompt", "seed"],
+)
 
 # %% [markdown]
 # Four images: two prompts (the first of each set after sorting, as `prompts_per_set=1` keeps)
@@ -79,8 +89,9 @@ pd.DataFrame([(i.variant, i.identity, i.prompt_set, i.prompt, i.seed) for i in i
 # ```
 
 # %%
-import torch
 from pathlib import Path
+
+import torch
 
 if wb.tiny:  # the tiny UNet gains nothing from threads, and on a shared CPU they mostly wait on each other
     torch.set_num_threads(1)
@@ -103,8 +114,16 @@ for path in sorted(p for p in run.rglob("*") if p.is_file()):
 # run to run):
 
 # %%
-columns = ["variant", "prompt_set", "prompt", "unet_evaluations", "id_similarity", "id_detection_failure",
-           "clip_score", "face_size_ratio"]
+columns = [
+    "variant",
+    "prompt_set",
+    "prompt",
+    "unet_evaluations",
+    "id_similarity",
+    "id_detection_failure",
+    "clip_score",
+    "face_size_ratio",
+]
 results[columns]
 
 # %% [markdown]
@@ -148,6 +167,7 @@ summary[summary["metric"] != "seconds"].reset_index(drop=True)
 
 # %%
 import numpy as np
+
 from fastface_lite.evaluation.metrics import aggregate
 
 rng = np.random.default_rng(0)
@@ -179,15 +199,27 @@ table = load_results(run)
 metrics = ["id_similarity", "clip_score", "unet_evaluations"]
 fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3))
 for ax, metric in zip(axes, metrics):
-    wide = table.pivot_table(index=["identity", "prompt_set", "prompt"], columns="variant", values=metric,
-                             aggfunc="first", dropna=False)[list(spec.variants)].astype(float)
-    for (identity, prompt_set, prompt), row in wide.iterrows():
+    wide = table.pivot_table(
+        index=["identity", "prompt_set", "prompt"], columns="variant", values=metric, aggfunc="first", dropna=False
+    )[list(spec.variants)].astype(float)
+    for (_identity, prompt_set, _prompt), row in wide.iterrows():
         shift = -0.03 if prompt_set == "realistic" else 0.03  # so equal values do not hide each other
-        ax.plot(np.arange(len(row)) + shift, row.to_numpy(), marker="o",
-                color="tab:blue" if prompt_set == "realistic" else "tab:orange")
+        ax.plot(
+            np.arange(len(row)) + shift,
+            row.to_numpy(),
+            marker="o",
+            color="tab:blue" if prompt_set == "realistic" else "tab:orange",
+        )
     if wide.isna().all().all():
-        ax.text(0.5, 0.5, "no value:\nevery image a detection failure", ha="center", va="center",
-                transform=ax.transAxes, fontsize=8)
+        ax.text(
+            0.5,
+            0.5,
+            "no value:\nevery image a detection failure",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=8,
+        )
         ax.set_yticks([])
     ax.set_xticks(range(len(spec.variants)), spec.variants, fontsize=8)
     ax.set_xlim(-0.3, len(spec.variants) - 0.7)
@@ -213,7 +245,10 @@ lines = len(log.read_text().splitlines())
 again = run_evaluation(spec, run, resume=True, progress=False)
 print("log lines before / after:", lines, "/", len(log.read_text().splitlines()))
 print("every image file unchanged:", before == {p: p.read_bytes() for p in run.rglob("*.png")})
-print("same results:", again.drop(columns=["seconds", "finished_at"]).equals(results.drop(columns=["seconds", "finished_at"])))
+print(
+    "same results:",
+    again.drop(columns=["seconds", "finished_at"]).equals(results.drop(columns=["seconds", "finished_at"])),
+)
 
 # %% [markdown]
 # `resume=True` on a folder with no run starts one, so a command with `--resume` is safe to repeat
@@ -257,12 +292,19 @@ for label, call in {
 # ```
 
 # %%
+from IPython.display import display
+
 FULL_PROTOCOL = False  # True: run the whole protocol (full mode only)
 full_run = "runs/05_full_hyper"
 
 if wb.mode == "full" and FULL_PROTOCOL:
-    full_spec = EvalSpec(identities=("astronaut", "grace_hopper"), prompt_sets=("realistic", "stylistic"),
-                         variants=ff.VARIANTS, models=("hyper",), mode="full")
+    full_spec = EvalSpec(
+        identities=("astronaut", "grace_hopper"),
+        prompt_sets=("realistic", "stylistic"),
+        variants=ff.VARIANTS,
+        models=("hyper",),
+        mode="full",
+    )
     full_table = run_evaluation(full_spec, full_run, resume=True)
     full_summary = pd.read_csv(Path(full_run) / "summary.csv")
     display(full_summary[full_summary["metric"].isin(["id_similarity", "id_dlib_similarity", "clip_score"])])

@@ -3,6 +3,7 @@
 Both binaries come from apt (`make chromium`), so their versions always match and Selenium never
 tries to download a driver or a browser (this machine reaches only the package registries).
 """
+
 import os
 import shutil
 import tempfile

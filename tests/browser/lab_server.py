@@ -4,6 +4,7 @@ Everything JupyterLab would otherwise read from or write to the user's home (con
 workspaces, runtime files, IPython history) goes to one temporary folder, so the check neither
 depends on nor disturbs a developer's own JupyterLab, and two checks can run side by side.
 """
+
 import json
 import os
 import secrets
@@ -104,7 +105,9 @@ class JupyterLab:
         }
         self.port = free_port()
         cmd = [
-            sys.executable, "-m", "jupyterlab",
+            sys.executable,
+            "-m",
+            "jupyterlab",
             "--no-browser",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
@@ -121,8 +124,13 @@ class JupyterLab:
         with open(self.tmp / "lab.log", "wb") as log:
             # Own session: a Ctrl-C in the terminal reaches only pytest, which then stops us in order.
             self.proc = subprocess.Popen(
-                cmd, cwd=self.root_dir, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cmd,
+                cwd=self.root_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + self.startup_timeout
         while not self._api("GET", "/api/status"):
@@ -130,8 +138,7 @@ class JupyterLab:
                 f"JupyterLab exited with code {self.proc.returncode} while starting:\n{self.log_tail()}"
             )
             assert time.monotonic() < deadline, (
-                f"JupyterLab did not answer on port {self.port} within {self.startup_timeout:.0f} s:\n"
-                f"{self.log_tail()}"
+                f"JupyterLab did not answer on port {self.port} within {self.startup_timeout:.0f} s:\n{self.log_tail()}"
             )
             time.sleep(0.5)
 

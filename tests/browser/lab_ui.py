@@ -5,6 +5,7 @@ actions go through real input events (clicks, pointer drags), so ipywidgets reac
 does for a person. Every wait has a deadline and fails with an AssertionError that says what it
 waited for and what it saw last.
 """
+
 import re
 import time
 

@@ -9,6 +9,7 @@ Some helpers (chromium's crashpad handler, zygotes) detach from their parent on 
 `adopting_orphans` they would be re-parented to init, out of our sight, and stay zombies where
 init does not reap promptly (some containers).
 """
+
 import ctypes
 import os
 import signal

@@ -13,6 +13,7 @@ Environment variables (for developing the check against another notebook):
                          outside the repository is served from its own folder
   FF_BROWSER_SCREENSHOT  where the screenshot goes (default figures/browser_03_sweep.png)
 """
+
 import os
 import time
 from pathlib import Path
@@ -76,7 +77,8 @@ def check_sweep(driver, url, timings):
 
     sweep = lab_ui.wait_until(
         "the sweep widget (.ff-sweep) after Run All",
-        lambda: driver.find_elements("css selector", ".ff-sweep"), 60,
+        lambda: driver.find_elements("css selector", ".ff-sweep"),
+        60,
     )[0]
     sliders = sweep.find_elements("css selector", f".{SLIDER}")
     assert sliders, f"no slider with class {SLIDER} inside the .ff-sweep widget"

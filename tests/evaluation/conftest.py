@@ -1,5 +1,6 @@
 """Fixtures of the evaluation tests: one uninterrupted reference run for the whole session, and
 torch on one thread in every test here (see tiny_runs)."""
+
 from __future__ import annotations
 
 import pytest

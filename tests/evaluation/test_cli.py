@@ -1,4 +1,5 @@
 """The command line of the evaluation (fastface_lite.evaluation.cli)."""
+
 from __future__ import annotations
 
 from fastface_lite import cli
@@ -13,7 +14,12 @@ def eval_parser():
 
 def test_stop_after_is_not_on_the_command_line():
     help_text = eval_parser().format_help()
-    assert "stop_after" not in help_text and "stop-after" not in help_text and "--resume" in help_text and "--limit" in help_text
+    assert (
+        "stop_after" not in help_text
+        and "stop-after" not in help_text
+        and "--resume" in help_text
+        and "--limit" in help_text
+    )
 
 
 def test_choices_and_defaults_are_the_tables_and_the_spec():
@@ -22,6 +28,10 @@ def test_choices_and_defaults_are_the_tables_and_the_spec():
     assert list(actions["variants"].choices) == list(VARIANTS) and actions["variants"].default == list(VARIANTS)
     assert list(actions["models"].choices) == list(MODELS)
     spec = EvalSpec()  # the flags' defaults are the spec's
-    assert (actions["adapter"].default, tuple(actions["models"].default), actions["seed"].default,
-            actions["steps"].default, tuple(actions["prompt_sets"].default)) == \
-        (spec.adapter, spec.models, spec.seed, spec.num_steps, spec.prompt_sets)
+    assert (
+        actions["adapter"].default,
+        tuple(actions["models"].default),
+        actions["seed"].default,
+        actions["steps"].default,
+        tuple(actions["prompt_sets"].default),
+    ) == (spec.adapter, spec.models, spec.seed, spec.num_steps, spec.prompt_sets)

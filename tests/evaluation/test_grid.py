@@ -1,5 +1,6 @@
 """What a run is (fastface_lite.evaluation.grid): per-item seeds that do not depend on order or
 sharding, the canonical order of the items, the settings' stored JSON layout, the spec's checks."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,9 +46,16 @@ def test_item_seeds_are_stable_and_do_not_depend_on_order_or_sharding():
     for prompts in shuffled["prompts"].values():
         rng.shuffle(prompts)
     assert build_items(RunSettings.from_json(shuffled)) == items
-    other = RunSettings.from_spec(EvalSpec(identities=("astronaut", "grace_hopper"),
-                                           prompt_sets=("stylistic", "realistic"), prompts_per_set=2,
-                                           variants=("baseline", "fastface-am2"), size=64, mode="tiny"))
+    other = RunSettings.from_spec(
+        EvalSpec(
+            identities=("astronaut", "grace_hopper"),
+            prompt_sets=("stylistic", "realistic"),
+            prompts_per_set=2,
+            variants=("baseline", "fastface-am2"),
+            size=64,
+            mode="tiny",
+        )
+    )
     assert {(i.key, i.seed) for i in build_items(other)} == {(i.key, i.seed) for i in items}
 
     # sharded over 1..4 processes, in grid order or shuffled: every item exactly once, with its seed
@@ -63,19 +71,40 @@ def test_item_seeds_are_stable_and_do_not_depend_on_order_or_sharding():
         assert Counter(i.variant for i in shard(items, index, 2)) == {"baseline": 4, "fastface-am2": 4}
 
 
-
 # ------------------------------------------------------------------------------- the settings
 def test_run_settings_json_is_the_layout_stored_runs_have():
     settings = RunSettings.from_spec(SPEC)
     stored = settings.to_json()
     # settings.json's "settings" object of every run so far: these keys, in this order, plain JSON
-    assert list(stored) == ["format", "mode", "models", "variants", "adapter", "seed", "num_steps", "size",
-                            "clip_crop_bgr", "identities", "prompts", "weights", "variant_configs"]
+    assert list(stored) == [
+        "format",
+        "mode",
+        "models",
+        "variants",
+        "adapter",
+        "seed",
+        "num_steps",
+        "size",
+        "clip_crop_bgr",
+        "identities",
+        "prompts",
+        "weights",
+        "variant_configs",
+    ]
     assert {k: stored[k] for k in list(stored)[:9]} == {
-        "format": 1, "mode": "tiny", "models": ["hyper"], "variants": ["baseline", "fastface-am2"],
-        "adapter": "faceid-plusv2", "seed": 0, "num_steps": 4, "size": 64, "clip_crop_bgr": True}
-    assert stored["identities"] == [{"name": name, "sha256": sha256_file(face_path(name))}
-                                    for name in ("astronaut", "grace_hopper")]  # sorted by name
+        "format": 1,
+        "mode": "tiny",
+        "models": ["hyper"],
+        "variants": ["baseline", "fastface-am2"],
+        "adapter": "faceid-plusv2",
+        "seed": 0,
+        "num_steps": 4,
+        "size": 64,
+        "clip_crop_bgr": True,
+    }
+    assert stored["identities"] == [
+        {"name": name, "sha256": sha256_file(face_path(name))} for name in ("astronaut", "grace_hopper")
+    ]  # sorted by name
     assert stored["prompts"] == {name: sorted(load_prompts(name))[:2] for name in ("realistic", "stylistic")}
     assert stored["weights"] == {"tiny_pipeline_seed": 0, "clip": "ClipScorer.tiny(seed=0)", "face_analyzer": "dlib"}
     configs = {f"hyper/{v}": FastFaceConfig.preset(v, model="hyper").to_dict() for v in ("baseline", "fastface-am2")}
@@ -84,9 +113,12 @@ def test_run_settings_json_is_the_layout_stored_runs_have():
     assert RunSettings.from_json(stored) == settings and RunSettings.from_json(stored).to_json() == stored
     full = RunSettings.from_spec(EvalSpec(**{**SPEC.__dict__, "mode": "full"})).to_json()["weights"]
     clip = {"clip_score": "openai/clip-vit-large-patch14", "clip_score_b32": "openai/clip-vit-base-patch32"}
-    assert full == {"clip": clip,
-                    "face_analyzer": "insightface buffalo_l", "second_opinion": "dlib",
-                    "dtype": "float16 on CUDA, else float32"}
+    assert full == {
+        "clip": clip,
+        "face_analyzer": "insightface buffalo_l",
+        "second_opinion": "dlib",
+        "dtype": "float16 on CUDA, else float32",
+    }
 
 
 def test_run_settings_are_immutable_and_bad_stored_settings_are_named():
@@ -108,18 +140,21 @@ def test_run_settings_are_immutable_and_bad_stored_settings_are_named():
         RunSettings.from_json({**stored, "identities": ["astronaut"]})
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"variants": ()}, "variants is empty"),
-    ({"variants": ("baseline", "fastface")}, r"unknown variants \['fastface'\]"),
-    ({"models": ("sdxl",)}, r"unknown models \['sdxl'\]"),
-    ({"prompt_sets": ()}, "prompt_sets is empty"),
-    ({"adapter": "faceid-plus"}, "unknown adapter 'faceid-plus'; valid: faceid, faceid-plusv2"),
-    ({"mode": "huge"}, "unknown mode 'huge'"),
-    ({"prompts_per_set": 0}, "prompts_per_set must be a positive integer"),
-    ({"size": 60}, "size must be a multiple of 8"),
-    ({"seed": True}, "seed must be an integer"),
-    ({"num_steps": 2, "variants": ("fastface-am2",)}, "written for 4 steps, but num_steps=2"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"variants": ()}, "variants is empty"),
+        ({"variants": ("baseline", "fastface")}, r"unknown variants \['fastface'\]"),
+        ({"models": ("sdxl",)}, r"unknown models \['sdxl'\]"),
+        ({"prompt_sets": ()}, "prompt_sets is empty"),
+        ({"adapter": "faceid-plus"}, "unknown adapter 'faceid-plus'; valid: faceid, faceid-plusv2"),
+        ({"mode": "huge"}, "unknown mode 'huge'"),
+        ({"prompts_per_set": 0}, "prompts_per_set must be a positive integer"),
+        ({"size": 60}, "size must be a multiple of 8"),
+        ({"seed": True}, "seed must be an integer"),
+        ({"num_steps": 2, "variants": ("fastface-am2",)}, "written for 4 steps, but num_steps=2"),
+    ],
+)
 def test_eval_spec_refuses_bad_input_before_any_work(change, message):
     with pytest.raises(ConfigError, match=message):
         EvalSpec(**{**SPEC.__dict__, **change})

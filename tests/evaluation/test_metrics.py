@@ -1,5 +1,6 @@
 """Metrics (SPEC §5): identity similarity, face size, CLIP alignment, bootstrap aggregation.
 Offline, CPU. (The shipped prompt sets are tested in tests/faces/test_photos.py.)"""
+
 from __future__ import annotations
 
 import math
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
+from fastface_lite.errors import UnreadableImageError
 from fastface_lite.evaluation.metrics import (
     ClipScorer,
     aggregate,
@@ -19,7 +21,6 @@ from fastface_lite.evaluation.metrics import (
     face_size_ratio,
     identity_similarity,
 )
-from fastface_lite.errors import UnreadableImageError
 from fastface_lite.faces.analyzer import Face, FaceAnalyzer
 from fastface_lite.faces.photos import face_path
 
@@ -31,17 +32,24 @@ def analyzer():
 
 def make_face(raw, backend="dlib", bbox=(0, 0, 10, 10)):
     raw = np.asarray(raw, dtype=np.float32)
-    return Face(bbox=bbox, kps=np.zeros((5, 2)), det_score=1.0,
-                embedding=raw / np.linalg.norm(raw), raw_embedding=raw, backend=backend)
+    return Face(
+        bbox=bbox,
+        kps=np.zeros((5, 2)),
+        det_score=1.0,
+        embedding=raw / np.linalg.norm(raw),
+        raw_embedding=raw,
+        backend=backend,
+    )
 
 
 def unit(*values, dim=128):
     vector = np.zeros(dim, np.float32)
-    vector[:len(values)] = values
+    vector[: len(values)] = values
     return vector
 
 
 # ------------------------------------------------------------------------------------ identity
+
 
 def test_cosine_hand_values():
     assert cosine_similarity([1, 0], [0, 1]) == 0.0
@@ -67,8 +75,9 @@ def test_identity_similarity_hand_values_dlib(analyzer):
 
 
 def test_identity_similarity_insightface_faces_have_no_dlib_fields(analyzer):
-    score = identity_similarity(make_face(unit(1, 2, 2, dim=512), "insightface"),
-                                make_face(unit(2, 1, 2, dim=512), "insightface"), analyzer)
+    score = identity_similarity(
+        make_face(unit(1, 2, 2, dim=512), "insightface"), make_face(unit(2, 1, 2, dim=512), "insightface"), analyzer
+    )
     assert score.similarity == pytest.approx(8 / 9)
     assert score.distance is None and score.same_person is None
     assert score.backend == "insightface"
@@ -82,8 +91,7 @@ def test_identity_similarity_on_photos(analyzer):
     other = identity_similarity(face_path("astronaut"), face_path("grace_hopper"), analyzer)
     assert other.same_person is False and other.distance > 0.6
     hopper = analyzer.largest(face_path("grace_hopper"))
-    assert other.similarity == pytest.approx(float(astronaut.embedding @ hopper.embedding),
-                                             abs=1e-6)
+    assert other.similarity == pytest.approx(float(astronaut.embedding @ hopper.embedding), abs=1e-6)
 
 
 def test_detection_failure_is_flagged_not_scored(analyzer, tmp_path):
@@ -101,6 +109,7 @@ def test_detection_failure_is_flagged_not_scored(analyzer, tmp_path):
 
 
 # ----------------------------------------------------------------------------------- face size
+
 
 def test_face_size_ratio(analyzer):
     face = analyzer.largest(face_path("grace_hopper"))
@@ -122,20 +131,32 @@ def test_face_size_ratio_clips_box_to_image():
 
 # ------------------------------------------------------------------------------------ aggregate
 
+
 def records_table():
-    return pd.DataFrame({
-        "variant": ["baseline"] * 3 + ["fastface"] * 4,
-        "model": ["hyper"] * 7,
-        "prompt_set": ["realistic"] * 7,
-        "id_similarity": [0.5, 0.7, np.nan, 0.1, 0.2, 0.3, 0.4],
-        "clip_score": [0.2, 0.3, 0.25, 0.3, None, 0.3, 0.3],
-    })
+    return pd.DataFrame(
+        {
+            "variant": ["baseline"] * 3 + ["fastface"] * 4,
+            "model": ["hyper"] * 7,
+            "prompt_set": ["realistic"] * 7,
+            "id_similarity": [0.5, 0.7, np.nan, 0.1, 0.2, 0.3, 0.4],
+            "clip_score": [0.2, 0.3, 0.25, 0.3, None, 0.3, 0.3],
+        }
+    )
 
 
 def test_aggregate_means_counts_and_failures():
     table = aggregate(records_table(), n_boot=200)
-    assert list(table.columns) == ["variant", "model", "prompt_set", "metric", "mean", "n",
-                                   "failures", "ci_low", "ci_high"]
+    assert list(table.columns) == [
+        "variant",
+        "model",
+        "prompt_set",
+        "metric",
+        "mean",
+        "n",
+        "failures",
+        "ci_low",
+        "ci_high",
+    ]
     row = table.set_index(["variant", "metric"])
     assert row.loc[("baseline", "id_similarity"), "mean"] == pytest.approx(0.6)
     assert row.loc[("baseline", "id_similarity"), "n"] == 2
@@ -149,8 +170,14 @@ def test_aggregate_means_counts_and_failures():
 
 def test_bootstrap_interval_contains_mean_and_is_deterministic():
     rng = np.random.default_rng(1)
-    records = pd.DataFrame({"variant": np.repeat(["a", "b"], 50), "model": "hyper",
-                            "prompt_set": "stylistic", "id_similarity": rng.normal(0.5, 0.1, 100)})
+    records = pd.DataFrame(
+        {
+            "variant": np.repeat(["a", "b"], 50),
+            "model": "hyper",
+            "prompt_set": "stylistic",
+            "id_similarity": rng.normal(0.5, 0.1, 100),
+        }
+    )
     first = aggregate(records, seed=3)
     assert (first["ci_low"] <= first["mean"]).all() and (first["mean"] <= first["ci_high"]).all()
     assert (first["ci_low"] < first["ci_high"]).all()
@@ -167,8 +194,9 @@ def test_bootstrap_interval_contains_mean_and_is_deterministic():
 
 
 def test_aggregate_edge_cases():
-    records = pd.DataFrame({"variant": ["x", "y", "y"], "same": [True, False, True],
-                            "id_similarity": [np.nan, 0.4, np.nan]})
+    records = pd.DataFrame(
+        {"variant": ["x", "y", "y"], "same": [True, False, True], "id_similarity": [np.nan, 0.4, np.nan]}
+    )
     table = aggregate(records, by=["variant"], metrics=["id_similarity", "same"])
     row = table.set_index(["variant", "metric"])
     assert math.isnan(row.loc[("x", "id_similarity"), "mean"])  # all failed: no number
@@ -184,6 +212,7 @@ def test_aggregate_edge_cases():
 
 # ----------------------------------------------------------------------------------------- CLIP
 
+
 @pytest.fixture(scope="module")
 def tiny_clip():
     return ClipScorer.tiny(seed=0)
@@ -198,8 +227,11 @@ def test_clip_preprocessing_matches_transformers(tiny_clip):
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     processor = CLIPImageProcessorPil()  # OpenAI CLIP defaults: 224, bicubic, centre crop
-    images = [Image.open(face_path("grace_hopper")), skdata.chelsea(),
-              np.random.default_rng(0).integers(0, 256, (257, 333, 3), dtype=np.uint8)]
+    images = [
+        Image.open(face_path("grace_hopper")),
+        skdata.chelsea(),
+        np.random.default_rng(0).integers(0, 256, (257, 333, 3), dtype=np.uint8),
+    ]
     for image in images:
         ours = clip_pixels([image])
         theirs = torch.as_tensor(np.asarray(processor(images=image)["pixel_values"]))
@@ -209,8 +241,11 @@ def test_clip_preprocessing_matches_transformers(tiny_clip):
 
 def test_tiny_clip_scores_are_cosines_and_deterministic(tiny_clip):
     images = [face_path("astronaut"), face_path("grace_hopper"), skdata.coffee()]
-    prompts = ["a photo of a person in a space suit",
-               "watercolor painting; a person reading in a park", "a cup of coffee"]
+    prompts = [
+        "a photo of a person in a space suit",
+        "watercolor painting; a person reading in a park",
+        "a cup of coffee",
+    ]
     scores = tiny_clip.scores(images, prompts)
     assert scores.shape == (3,) and np.all(np.abs(scores) <= 1.0)
     np.testing.assert_array_equal(scores, tiny_clip.scores(images, prompts))
@@ -246,4 +281,3 @@ def test_clip_scorer_loads_with_from_pretrained(tiny_clip, tmp_path):
     loaded = ClipScorer(str(tmp_path), device="cpu")
     image, prompt = face_path("astronaut"), "a portrait of an astronaut"
     assert loaded(image, prompt) == pytest.approx(tiny_clip(image, prompt), abs=1e-6)
-

@@ -1,6 +1,7 @@
 """The run folder (fastface_lite.evaluation.run_folder): a run needs --resume or --overwrite to be
 touched again, a resume with other settings is refused, --overwrite only ever replaces a run folder;
 and the folder's operations on their own: decide, prepare, logs and their merge, atomic writes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -52,8 +53,9 @@ def test_resume_with_other_settings_is_refused(reference_run, tmp_path, capsys):
     edited = tmp_path / "astronaut.jpg"
     edited.write_bytes(face_path("astronaut").read_bytes() + b"\0")
     with pytest.raises(RunFolderError, match="identities"):
-        run_evaluation(EvalSpec(**{**SPEC.__dict__, "identities": (str(edited), "grace_hopper")}),
-                       reference_run, resume=True)
+        run_evaluation(
+            EvalSpec(**{**SPEC.__dict__, "identities": (str(edited), "grace_hopper")}), reference_run, resume=True
+        )
     assert cli.main(["eval", *GRID, "--seed", "1", "--out", str(reference_run), "--resume"]) == 2
     assert "seed: stored 0, now 1" in capsys.readouterr().err
     assert (reference_run / "results.jsonl").read_bytes() == before
@@ -74,7 +76,6 @@ def test_overwrite_only_replaces_run_folders_and_limit_is_not_a_setting(tmp_path
     table = run_evaluation(SPEC, out, resume=True, progress=False, limit=3)  # continues the grid
     assert table["key"].tolist() == [i.key for i in build_items(RunSettings.from_spec(SPEC))[:3]]
     assert len(log_lines(out)) == 3
-
 
 
 # ------------------------------------------------------------- the folder alone, without generating
@@ -138,8 +139,16 @@ def test_prepare_writes_settings_photos_and_repairs_a_killed_run(settings, ident
 def test_logs_merge_to_the_newest_record_and_finished_needs_the_image(tmp_path):
     folder = RunFolder(tmp_path)
     with folder.open_log(0) as log:
-        log.append({"key": "a", "image": "images/a.png", "score": float("nan"), "n": np.int64(3),
-                    "ok": np.bool_(True), "finished_at": 1.0})
+        log.append(
+            {
+                "key": "a",
+                "image": "images/a.png",
+                "score": float("nan"),
+                "n": np.int64(3),
+                "ok": np.bool_(True),
+                "finished_at": 1.0,
+            }
+        )
         log.append({"key": "b", "image": "images/b.png", "finished_at": 1.0})
     with folder.open_log(1) as log:
         log.append({"key": "a", "image": "images/a.png", "score": 0.5, "finished_at": 2.0})
@@ -155,7 +164,7 @@ def test_logs_merge_to_the_newest_record_and_finished_needs_the_image(tmp_path):
     with pytest.raises(RunFolderError, match="'nobody' is missing"):
         folder.identity_photo("nobody")
     with open(folder.path / SHARDS / "process-000.jsonl", "ab") as f:
-        f.write(b"not json\n{\"key\": \"c\"")  # a garbled line and a torn one
+        f.write(b'not json\n{"key": "c"')  # a garbled line and a torn one
     with pytest.warns(UserWarning, match="line 3 is not valid JSON"):
         assert set(folder.records()) == {"a", "b"}
 

@@ -5,6 +5,7 @@ same table and the same image bytes as an uninterrupted one, with no duplicates;
 under `accelerate launch` give the same table and images as one; `fastface metrics` reproduces the
 stored metrics; the scorers on a real face.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -54,8 +55,13 @@ def test_sigkilled_cli_run_restarted_with_the_same_command(reference_run, tmp_pa
     out = tmp_path / "run"
     argv = ["eval", *GRID, "--out", str(out), "--resume"]
     log = out / SHARDS / "process-000.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "fastface_lite.cli", *argv], cwd=REPO,
-                               env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastface_lite.cli", *argv],
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (log.is_file() and log.read_bytes().count(b"\n") >= 2):
@@ -75,7 +81,6 @@ def test_sigkilled_cli_run_restarted_with_the_same_command(reference_run, tmp_pa
     assert_same_run(out, reference_run)
 
 
-
 # ----------------------------------------------------------------------------- two processes
 def _free_port() -> int:
     with socket.socket() as s:
@@ -88,13 +93,34 @@ def test_two_processes_with_accelerate_match_one(reference_run, tmp_path):
     # `--cpu --num_processes 2` would start a single process (accelerate's multi-CPU launch goes
     # through mpirun); `--multi_gpu` launches through torchrun, which on a machine without CUDA
     # gives CPU processes in a gloo group (the runner asks PartialState for cpu=True there).
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(_free_port()), "-m", "fastface_lite.cli"]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "fastface_lite.cli",
+    ]
     if torch.cuda.is_available():
         pytest.skip("this check runs the CPU gloo path; on a CUDA machine it would use the GPUs")
-    result = subprocess.run([*launch, "eval", *GRID, "--out", str(out)], cwd=REPO, env=subprocess_env(),
-                            capture_output=True, text=True, timeout=420)
+    result = subprocess.run(
+        [*launch, "eval", *GRID, "--out", str(out)],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "by 2 process(es)" in result.stdout
     shards = {p.name: len(p.read_text().splitlines()) for p in (out / SHARDS).glob("*.jsonl")}
@@ -127,8 +153,10 @@ def test_scores_of_a_real_face():
     assert scores["id_similarity"] == pytest.approx(1.0, abs=1e-6)
     assert scores["id_detection_failure"] is False and scores["id_failed"] == ""
     assert scores["id_same_person"] == 1.0 and scores["id_distance"] == pytest.approx(0.0, abs=1e-6)
-    assert {k: scores[k] for k in scores if k.startswith("id_dlib_")} == \
-        {k.replace("id_", "id_dlib_", 1): v for k, v in scores.items() if k.startswith("id_") and not k.startswith("id_dlib_")}
+    assert {k: scores[k] for k in scores if k.startswith("id_dlib_")} == {
+        k.replace("id_", "id_dlib_", 1): v
+        for k, v in scores.items()
+        if k.startswith("id_") and not k.startswith("id_dlib_")
+    }
     assert 0.0 < scores["face_size_ratio"] < 1.0 and scores["face_detection_failure"] is False
     assert -1.0 <= scores["clip_score"] <= 1.0
-

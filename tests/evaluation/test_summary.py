@@ -1,6 +1,7 @@
 """What a run writes from its records (fastface_lite.evaluation.summary): the merged table, the
 summary table and markdown, the plots; failures as NaN. On the reference run, and on records
 written by hand (no generation) where every number is known."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,14 @@ from .tiny_runs import N_ITEMS, SPEC
 def test_reference_run_writes_table_summary_and_plots(reference_run):
     table = load_results(reference_run)
     assert len(table) == N_ITEMS and table["key"].is_unique
-    assert [tuple(k.split("/")[:3]) for k in table["key"]] == \
-        [(i.model, i.variant, i.identity) for i in build_items(RunSettings.from_spec(SPEC))]
+    assert [tuple(k.split("/")[:3]) for k in table["key"]] == [
+        (i.model, i.variant, i.identity) for i in build_items(RunSettings.from_spec(SPEC))
+    ]
     assert set(table["prompt_set"]) == {"realistic", "stylistic"}
-    assert dict(table.groupby("variant")["unet_evaluations"].unique().map(list)) == \
-        {"baseline": [4], "fastface-am2": [12]}
+    assert dict(table.groupby("variant")["unet_evaluations"].unique().map(list)) == {
+        "baseline": [4],
+        "fastface-am2": [12],
+    }
     assert np.isfinite(table["clip_score"].astype(float)).all()
     assert (table["seconds"] > 0).all()
     # a failure is a flag plus NaN, never a number
@@ -35,8 +39,7 @@ def test_reference_run_writes_table_summary_and_plots(reference_run):
     assert pd.read_csv(reference_run / "results.csv")["key"].tolist() == table["key"].tolist()
 
     summary = pd.read_csv(reference_run / "summary.csv")
-    assert set(summary["metric"]) == {"id_similarity", "clip_score", "face_size_ratio",
-                                      "unet_evaluations", "seconds"}
+    assert set(summary["metric"]) == {"id_similarity", "clip_score", "face_size_ratio", "unet_evaluations", "seconds"}
     assert len(summary) == 2 * 2 * 5  # variants x prompt sets x metrics
     assert summary.loc[summary["metric"] == "clip_score", "n"].tolist() == [4, 4, 4, 4]
     assert "| hyper | fastface-am2 | stylistic | clip_score |" in (reference_run / "summary.md").read_text()
@@ -45,7 +48,6 @@ def test_reference_run_writes_table_summary_and_plots(reference_run):
     settings = json.loads((reference_run / "settings.json").read_text())["settings"]
     assert settings["prompts"]["realistic"] == sorted(load_prompts("realistic"))[:2]
     assert sorted(p.name for p in (reference_run / "identities").iterdir()) == ["astronaut.jpg", "grace_hopper.jpg"]
-
 
 
 def test_load_results_gives_failures_as_nan(reference_run):
@@ -59,8 +61,9 @@ def test_load_results_gives_failures_as_nan(reference_run):
 def hand_written_run(path):
     """A run folder of 4 items (2 variants x 2 prompt sets, 1 prompt each) with 3 records written by
     hand: one identity failure, one face-size failure, one item not finished."""
-    spec = EvalSpec(identities=("astronaut",), prompts_per_set=1, variants=("fastface-am2", "baseline"),
-                    size=64, mode="tiny")
+    spec = EvalSpec(
+        identities=("astronaut",), prompts_per_set=1, variants=("fastface-am2", "baseline"), size=64, mode="tiny"
+    )
     settings = RunSettings.from_spec(spec)
     folder = RunFolder(path)
     folder.prepare("new", settings.to_json(), resolve_identities(spec.identities))
@@ -73,11 +76,24 @@ def hand_written_run(path):
         for item in reversed(build_items(settings)):  # logged in another order than the grid's
             if (item.variant, item.prompt_set) in values:
                 ident, clip, size, evaluations = values[item.variant, item.prompt_set]
-                log.append({"key": item.key, "model": item.model, "variant": item.variant,
-                            "identity": item.identity, "prompt_set": item.prompt_set, "prompt": item.prompt,
-                            "seed": item.seed, "image": item.image, "unet_evaluations": evaluations,
-                            "seconds": 1.0, "id_similarity": ident, "clip_score": clip,
-                            "face_size_ratio": size, "finished_at": 1.0})
+                log.append(
+                    {
+                        "key": item.key,
+                        "model": item.model,
+                        "variant": item.variant,
+                        "identity": item.identity,
+                        "prompt_set": item.prompt_set,
+                        "prompt": item.prompt,
+                        "seed": item.seed,
+                        "image": item.image,
+                        "unet_evaluations": evaluations,
+                        "seconds": 1.0,
+                        "id_similarity": ident,
+                        "clip_score": clip,
+                        "face_size_ratio": size,
+                        "finished_at": 1.0,
+                    }
+                )
     return folder, settings
 
 
@@ -86,7 +102,10 @@ def test_finalize_writes_table_summary_markdown_and_plots(tmp_path):
     table = finalize(folder)
     # the table: finished items only, in grid order; failures NaN here and null in the JSON lines
     assert [(r.variant, r.prompt_set) for r in table.itertuples()] == [
-        ("fastface-am2", "realistic"), ("baseline", "realistic"), ("baseline", "stylistic")]
+        ("fastface-am2", "realistic"),
+        ("baseline", "realistic"),
+        ("baseline", "stylistic"),
+    ]
     assert table["id_similarity"].isna().tolist() == [True, False, False]
     stored = [json.loads(line) for line in (folder.path / "results.jsonl").read_text().splitlines()]
     assert [r["id_similarity"] for r in stored] == [None, 0.5, 0.7]
@@ -96,9 +115,17 @@ def test_finalize_writes_table_summary_markdown_and_plots(tmp_path):
     summary = pd.read_csv(folder.path / "summary.csv")
     # variants in the order given (fastface-am2 first), then prompt set, then metric
     assert summary[["variant", "prompt_set"]].drop_duplicates().values.tolist() == [
-        ["fastface-am2", "realistic"], ["baseline", "realistic"], ["baseline", "stylistic"]]
-    assert summary["metric"].unique().tolist() == ["id_similarity", "clip_score", "face_size_ratio",
-                                                   "unet_evaluations", "seconds"]
+        ["fastface-am2", "realistic"],
+        ["baseline", "realistic"],
+        ["baseline", "stylistic"],
+    ]
+    assert summary["metric"].unique().tolist() == [
+        "id_similarity",
+        "clip_score",
+        "face_size_ratio",
+        "unet_evaluations",
+        "seconds",
+    ]
     row = summary.set_index(["variant", "prompt_set", "metric"])
     assert row.loc[("baseline", "realistic", "id_similarity"), ["mean", "n", "failures"]].tolist() == [0.5, 1, 0]
     assert np.isnan(row.loc[("fastface-am2", "realistic", "id_similarity"), "mean"])

@@ -9,6 +9,7 @@ Torch runs on one thread for these runs: the processes launched by accelerate us
 image bytes can be compared); and on a small shared CPU box two threads per process slow the tiny
 UNet down many times over.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,12 +25,36 @@ from fastface_lite.evaluation.run_folder import SHARDS
 from fastface_lite.evaluation.summary import TIMING_COLUMNS, load_results
 
 REPO = Path(__file__).resolve().parents[2]
-GRID = ["--identities", "astronaut", "grace_hopper", "--prompt-sets", "realistic", "stylistic",
-        "--prompts-per-set", "2", "--variants", "baseline", "fastface-am2", "--size", "64",
-        "--mode", "tiny", "--seed", "0", "--no-progress"]
+GRID = [
+    "--identities",
+    "astronaut",
+    "grace_hopper",
+    "--prompt-sets",
+    "realistic",
+    "stylistic",
+    "--prompts-per-set",
+    "2",
+    "--variants",
+    "baseline",
+    "fastface-am2",
+    "--size",
+    "64",
+    "--mode",
+    "tiny",
+    "--seed",
+    "0",
+    "--no-progress",
+]
 # the same grid through the Python API (identities given in the other order on purpose)
-SPEC = EvalSpec(identities=("grace_hopper", "astronaut"), prompt_sets=("realistic", "stylistic"),
-                prompts_per_set=2, variants=("baseline", "fastface-am2"), size=64, mode="tiny", seed=0)
+SPEC = EvalSpec(
+    identities=("grace_hopper", "astronaut"),
+    prompt_sets=("realistic", "stylistic"),
+    prompts_per_set=2,
+    variants=("baseline", "fastface-am2"),
+    size=64,
+    mode="tiny",
+    seed=0,
+)
 N_ITEMS = 2 * 4 * 2
 
 
@@ -51,8 +76,7 @@ def comparable(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def images(run: Path) -> dict[str, bytes]:
-    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted((run / "images").rglob("*"))
-            if p.is_file()}
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted((run / "images").rglob("*")) if p.is_file()}
 
 
 def log_lines(run: Path) -> list[dict]:
@@ -72,8 +96,9 @@ def assert_same_run(run: Path, reference: Path):
 
 
 def subprocess_env() -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", FASTFACE_MODE="tiny", OMP_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", FASTFACE_MODE="tiny", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false"
+    )
     env.pop("WORLD_SIZE", None)
     env.pop("LOCAL_RANK", None)
     return env

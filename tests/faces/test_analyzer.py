@@ -1,5 +1,6 @@
 """Face analysis: the dlib backend on real photos, the insightface glue on tiny ONNX models, and
 every kind of bad input. Offline, CPU."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,10 +13,10 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image, ImageEnhance
 from skimage import data as skdata
 
-from fastface_lite.faces.photos import face_path, insightface_group_photo
 from fastface_lite.errors import FaceError, ImageTooSmallError, NoFaceError, UnreadableImageError
 from fastface_lite.faces.analyzer import DLIB_SAME_PERSON_DISTANCE, Face, FaceAnalyzer
 from fastface_lite.faces.images import load_rgb
+from fastface_lite.faces.photos import face_path, insightface_group_photo
 
 THRESHOLD = DLIB_SAME_PERSON_DISTANCE
 
@@ -38,8 +39,7 @@ def analyzer():
 
 @pytest.fixture(scope="module")
 def photos():
-    return {name: Image.open(face_path(name)).convert("RGB")
-            for name in ("astronaut", "grace_hopper")}
+    return {name: Image.open(face_path(name)).convert("RGB") for name in ("astronaut", "grace_hopper")}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,7 @@ def reference(analyzer, photos):
 
 
 # ------------------------------------------------------------------------------- dlib, photos
+
 
 def test_auto_falls_back_to_dlib_without_buffalo_weights(tmp_path):
     auto = FaceAnalyzer("auto", root=str(tmp_path))
@@ -60,8 +61,7 @@ TRANSFORMS = {
     "darker": lambda im: ImageEnhance.Brightness(im).enhance(0.6),
     "brighter": lambda im: ImageEnhance.Brightness(im).enhance(1.4),
     "half_size": lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.BICUBIC),
-    "1.5x_size": lambda im: im.resize((im.width * 3 // 2, im.height * 3 // 2),
-                                      Image.Resampling.BICUBIC),
+    "1.5x_size": lambda im: im.resize((im.width * 3 // 2, im.height * 3 // 2), Image.Resampling.BICUBIC),
 }
 
 
@@ -78,8 +78,7 @@ def test_different_people_are_over_dlib_threshold(reference):
 
 def test_collage_gives_one_face_per_photo_largest_first(analyzer, photos, reference):
     left, right = photos["astronaut"], photos["grace_hopper"]
-    canvas = Image.new("RGB", (left.width + 40 + right.width, max(left.height, right.height)),
-                       "white")
+    canvas = Image.new("RGB", (left.width + 40 + right.width, max(left.height, right.height)), "white")
     canvas.paste(left, (0, 0))
     canvas.paste(right, (left.width + 40, 0))
     faces = analyzer.analyze(canvas)
@@ -101,7 +100,7 @@ def test_group_photo_finds_six_faces_sorted_by_size(analyzer):
     areas = [f.area for f in faces]
     assert areas == sorted(areas, reverse=True)
     boxes = [f.bbox for f in faces]
-    assert all(iou(a, b) == 0 for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(iou(a, b) == 0 for i, a in enumerate(boxes) for b in boxes[i + 1 :])
 
 
 def test_astronaut_suit_is_not_a_face(analyzer, photos):
@@ -160,7 +159,7 @@ def test_flip_mirrors_keypoints(analyzer, photos, reference):
 
 
 def test_analyze_with_crops_and_face_record(analyzer, photos):
-    face, = analyzer.analyze(photos["grace_hopper"], crops=True)
+    (face,) = analyzer.analyze(photos["grace_hopper"], crops=True)
     assert np.array_equal(face.crop, face.aligned_crop(photos["grace_hopper"], size=224))
     with pytest.raises(dataclasses.FrozenInstanceError):
         face.det_score = 0.0
@@ -168,12 +167,12 @@ def test_analyze_with_crops_and_face_record(analyzer, photos):
         face.embedding[0] = 0.0  # arrays are read-only
     assert face.backend == "dlib" and face.det_size is None and face.det_score > 0
     assert face.embedding.shape == (128,) and np.isclose(np.linalg.norm(face.embedding), 1.0)
-    np.testing.assert_allclose(face.embedding,
-                               face.raw_embedding / np.linalg.norm(face.raw_embedding), rtol=1e-6)
+    np.testing.assert_allclose(face.embedding, face.raw_embedding / np.linalg.norm(face.raw_embedding), rtol=1e-6)
     assert not np.isclose(np.linalg.norm(face.raw_embedding), 1.0)  # raw dlib scale kept
 
 
 # --------------------------------------------------------------------------------- bad inputs
+
 
 def test_missing_file(analyzer, tmp_path):
     path = tmp_path / "nobody.jpg"
@@ -226,6 +225,7 @@ def test_bad_arrays_and_types(analyzer):
 
 # ----------------------------------------------------------------------------- input formats
 
+
 @pytest.fixture(scope="module")
 def hopper_array(photos):
     return np.asarray(photos["grace_hopper"])
@@ -259,7 +259,7 @@ def test_16_bit_and_float_inputs(analyzer, reference, hopper_array, tmp_path):
     wide = hopper_array.astype(np.uint16) * 257
     assert np.array_equal(load_rgb(wide), hopper_array)
     assert np.array_equal(load_rgb(hopper_array / 255.0), hopper_array)
-    gray16 = (np.asarray(Image.fromarray(hopper_array).convert("L")).astype(np.uint16) * 257)
+    gray16 = np.asarray(Image.fromarray(hopper_array).convert("L")).astype(np.uint16) * 257
     path = tmp_path / "gray16.png"
     Image.fromarray(gray16).save(path)
     assert Image.open(path).mode.startswith("I")  # really a 16-bit file
@@ -293,6 +293,7 @@ def test_exif_rotated_jpeg_gives_the_upright_face(analyzer, photos, tmp_path):
 #   * square input >= 112, multiple of 16 -> ArcFaceONNX recognizer: an 8x8 average pool and
 #     a random 588 x 512 projection.
 
+
 def _const(name, array):
     return numpy_helper.from_array(np.asarray(array), name)
 
@@ -316,9 +317,12 @@ def write_tiny_scrfd(path, max_det_width: int, box_half: float = 7.0):
         helper.make_node("Sub", ["open_f", "one"], ["closed"]),
         helper.make_node("Mul", ["closed", "hundred"], ["gate"]),
     ]
-    inits = [_const("axis3", np.array(3, np.int64)),
-             _const("limit", np.array(max_det_width + 0.5, np.float32)),
-             _const("one", np.array(1.0, np.float32)), _const("hundred", np.array(100.0, np.float32))]
+    inits = [
+        _const("axis3", np.array(3, np.int64)),
+        _const("limit", np.array(max_det_width + 0.5, np.float32)),
+        _const("one", np.array(1.0, np.float32)),
+        _const("hundred", np.array(100.0, np.float32)),
+    ]
     # keypoint offsets from the anchor, in strides: eyes, nose, mouth corners (image-left first)
     kps = np.array([-0.9, -0.6, 0.9, -0.6, 0.0, 0.3, -0.7, 1.2, 0.7, 1.2], np.float32)
     for stride in (8, 16, 32):
@@ -330,8 +334,9 @@ def write_tiny_scrfd(path, max_det_width: int, box_half: float = 7.0):
             score_w, score_b = np.zeros((2, 3, 1, 1), np.float32), np.full(2, -20.0, np.float32)
         inits += [_const(f"{p}_sw", score_w), _const(f"{p}_sb", score_b)]
         nodes += [
-            helper.make_node("AveragePool", ["input.1"], [f"{p}_pool"], kernel_shape=[stride] * 2,
-                             strides=[stride] * 2),
+            helper.make_node(
+                "AveragePool", ["input.1"], [f"{p}_pool"], kernel_shape=[stride] * 2, strides=[stride] * 2
+            ),
             helper.make_node("Conv", [f"{p}_pool", f"{p}_sw", f"{p}_sb"], [f"{p}_logit"]),
             helper.make_node("Add", [f"{p}_logit", "gate"], [f"{p}_gated"]),
             helper.make_node("Sigmoid", [f"{p}_gated"], [f"{p}_prob"]),
@@ -340,20 +345,24 @@ def write_tiny_scrfd(path, max_det_width: int, box_half: float = 7.0):
         for kind, width, source in heads:
             if source is None:  # constant per anchor: a zero conv with the values as bias
                 bias = np.full(4, box_half, np.float32) if kind == "bbox" else kps
-                inits += [_const(f"{p}_{kind}_w", np.zeros((2 * width, 3, 1, 1), np.float32)),
-                          _const(f"{p}_{kind}_b", np.tile(bias, 2))]
-                nodes.append(helper.make_node(
-                    "Conv", [f"{p}_pool", f"{p}_{kind}_w", f"{p}_{kind}_b"], [f"{p}_{kind}"]))
+                inits += [
+                    _const(f"{p}_{kind}_w", np.zeros((2 * width, 3, 1, 1), np.float32)),
+                    _const(f"{p}_{kind}_b", np.tile(bias, 2)),
+                ]
+                nodes.append(helper.make_node("Conv", [f"{p}_pool", f"{p}_{kind}_w", f"{p}_{kind}_b"], [f"{p}_{kind}"]))
                 source = f"{p}_{kind}"
             # (1, 2*width, h, w) -> (h*w*2, width): anchors vary fastest, as SCRFD expects
             inits.append(_const(f"{p}_{kind}_shape", np.array([-1, width], np.int64)))
-            nodes += [helper.make_node("Transpose", [source], [f"{p}_{kind}_t"], perm=[0, 2, 3, 1]),
-                      helper.make_node("Reshape", [f"{p}_{kind}_t", f"{p}_{kind}_shape"],
-                                       [f"{kind}_{stride}"])]
-    outputs = [helper.make_tensor_value_info(f"{kind}_{s}", TensorProto.FLOAT, [f"n{s}", width])
-               for kind, width in (("score", 1), ("bbox", 4), ("kps", 10)) for s in (8, 16, 32)]
-    inputs = [helper.make_tensor_value_info("input.1", TensorProto.FLOAT,
-                                            [1, 3, "height", "width"])]
+            nodes += [
+                helper.make_node("Transpose", [source], [f"{p}_{kind}_t"], perm=[0, 2, 3, 1]),
+                helper.make_node("Reshape", [f"{p}_{kind}_t", f"{p}_{kind}_shape"], [f"{kind}_{stride}"]),
+            ]
+    outputs = [
+        helper.make_tensor_value_info(f"{kind}_{s}", TensorProto.FLOAT, [f"n{s}", width])
+        for kind, width in (("score", 1), ("bbox", 4), ("kps", 10))
+        for s in (8, 16, 32)
+    ]
+    inputs = [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "height", "width"])]
     _save(nodes, inputs, outputs, inits, path)
 
 
@@ -362,10 +371,11 @@ def write_tiny_arcface(path, dim: int = 512, seed: int = 0):
     projection = (rng.standard_normal((3 * 14 * 14, dim)) / np.sqrt(3 * 14 * 14)).astype(np.float32)
     # Node names must not start with "Sub"/"Mul": ArcFaceONNX would take it for an mxnet
     # export with built-in normalisation and skip its (x - 127.5) / 127.5.
-    nodes = [helper.make_node("AveragePool", ["input.1"], ["pooled"], name="pool",
-                              kernel_shape=[8, 8], strides=[8, 8]),
-             helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten", axis=1),
-             helper.make_node("MatMul", ["flat", "projection"], ["embedding"], name="project")]
+    nodes = [
+        helper.make_node("AveragePool", ["input.1"], ["pooled"], name="pool", kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten", axis=1),
+        helper.make_node("MatMul", ["flat", "projection"], ["embedding"], name="project"),
+    ]
     inputs = [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])]
     outputs = [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", dim])]
     _save(nodes, inputs, outputs, [_const("projection", projection)], path)
@@ -410,8 +420,7 @@ def test_tiny_models_are_routed_as_detector_and_recognizer(tiny_pack):
     assert by_folder.largest(marker_image()).det_size == 640
 
 
-@pytest.mark.parametrize("max_det_width, expected", [(640, 640), (576, 576), (512, 512),
-                                                      (400, 384), (320, 320)])
+@pytest.mark.parametrize("max_det_width, expected", [(640, 640), (576, 576), (512, 512), (400, 384), (320, 320)])
 def test_det_size_retry_finds_face_at_first_size_that_works(tiny_pack, max_det_width, expected):
     analyzer = FaceAnalyzer("insightface", root=str(tiny_pack(max_det_width)))
     detector = analyzer._impl.app.det_model
@@ -448,22 +457,22 @@ def test_insightface_face_fields_and_embedding(tiny_pack):
     analyzer = FaceAnalyzer("insightface", root=str(root))
     image = marker_image()
     image[120:140, 110:170] = (255, 200, 0)  # texture, so the crop's channels differ
-    face, = analyzer.analyze(image, crops=True, crop_size=112)
+    (face,) = analyzer.analyze(image, crops=True, crop_size=112)
     assert face.backend == "insightface" and face.det_size == 640
     assert 0.5 < face.det_score <= 1.0
     assert face.kps.shape == (5, 2) and face.kps[0, 0] < face.kps[1, 0]
     x0, y0, x1, y1 = face.bbox
     assert x0 < face.kps[:, 0].min() and face.kps[:, 0].max() < x1
     assert np.isclose(np.linalg.norm(face.embedding), 1.0, atol=1e-5)
-    np.testing.assert_allclose(face.embedding,
-                               face.raw_embedding / np.linalg.norm(face.raw_embedding), rtol=1e-5)
+    np.testing.assert_allclose(face.embedding, face.raw_embedding / np.linalg.norm(face.raw_embedding), rtol=1e-5)
     # Independent check: our RGB aligned crop through the ONNX file by hand. insightface swaps
     # BGR->RGB before its network, so this only matches if it was given BGR.
     crop = face.aligned_crop(image, size=112)
     assert np.array_equal(crop, face.crop)
     blob = ((crop.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[None]
-    session = onnxruntime.InferenceSession(str(root / "models/buffalo_l/w600k_tiny.onnx"),
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(root / "models/buffalo_l/w600k_tiny.onnx"), providers=["CPUExecutionProvider"]
+    )
     expected = session.run(None, {"input.1": blob})[0][0]
     np.testing.assert_allclose(face.raw_embedding, expected, rtol=1e-4, atol=1e-5)
     assert face.embedding.shape == (512,)

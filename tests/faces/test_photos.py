@@ -1,5 +1,6 @@
 """The shipped photos and prompt sets (fastface_lite.faces.photos): prompt files are read,
 cleaned and split into style and scene. Offline."""
+
 from __future__ import annotations
 
 import pytest

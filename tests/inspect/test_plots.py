@@ -1,15 +1,15 @@
 """Figures of a trace: one overlay, grids on one colour scale, raw vs used, and empty cells."""
+
 import matplotlib
 
 matplotlib.use("Agg")
 
 import pytest  # noqa: E402
+from traced_runs import BLOCKS, run  # noqa: E402
 
 from fastface_lite.errors import NothingRecorded  # noqa: E402
 from fastface_lite.inspect import plots as viz  # noqa: E402
 from fastface_lite.inspect.trace import trace  # noqa: E402
-
-from traced_runs import BLOCKS, run  # noqa: E402
 
 
 @pytest.fixture(scope="module")

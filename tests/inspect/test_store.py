@@ -1,21 +1,26 @@
 """The attention store: aggregation and queries, alone (fed tensors by hand) and behind a trace."""
+
 import pytest
 import torch
+from traced_runs import BLOCKS, run
 
 from fastface_lite.errors import NothingRecorded
 from fastface_lite.inspect.store import AttentionStore, as_list, format_indices, matches_block, memory_bound
 from fastface_lite.inspect.trace import trace
 from fastface_lite.sdxl.processor import StepContext
 
-from traced_runs import BLOCKS, run
-
 FINE = "down_blocks.1.attentions.{}.transformer_blocks.0.attn2"  # two layers of one block, 4x4 grid
 COARSE = "up_blocks.0.attentions.0.transformer_blocks.0.attn2"  # 2x2 grid
 
 
 def context(step, names=("uncond", "cond")):
-    return StepContext(step_index=step, timestep=1000.0 - 250 * step, branches=tuple(range(len(names))),
-                       branch_names=names, batch_per_branch=2)
+    return StepContext(
+        step_index=step,
+        timestep=1000.0 - 250 * step,
+        branches=tuple(range(len(names))),
+        branch_names=names,
+        batch_per_branch=2,
+    )
 
 
 def probabilities(batch, heads, n, k, seed):
@@ -41,8 +46,10 @@ def test_a_store_fed_by_hand_averages_images_heads_layers_and_steps():
     torch.testing.assert_close(step0.values, (cond(layer0, 1) + cond(layer1, 1)) / 2)
     assert (step0.token, step0.block, step0.step, step0.branch) == ("rows 1", "down_blocks.1", "step 0", "cond")
     both = store.maps("text", rows=[0, 2], label="two tokens", branch="cond")  # steps weigh equally
-    expected = ((cond(layer0, 0) + cond(layer0, 2) + cond(layer1, 0) + cond(layer1, 2)) / 4
-                + (cond(later, 0) + cond(later, 2)) / 2) / 2
+    expected = (
+        (cond(layer0, 0) + cond(layer0, 2) + cond(layer1, 0) + cond(layer1, 2)) / 4
+        + (cond(later, 0) + cond(later, 2)) / 2
+    ) / 2
     torch.testing.assert_close(both.values, expected)
     assert both.token == "two tokens" and both.step == "steps 0,1" and both.block == "all blocks"
     uncond = store.maps("text", rows=0, step=0, branch="uncond").values
@@ -76,10 +83,12 @@ def test_id_stages_images_and_heads_are_kept_as_asked():
     raw = probabilities(4, 2, 16, 4, 0)
     used = raw * 2
     store.add_id(FINE.format(0), context(0), raw, used)
-    torch.testing.assert_close(store.maps("id", rows=3, branch="uncond", image=1, head=0).values,
-                               used[1, 0, :, 3].reshape(4, 4))
-    torch.testing.assert_close(store.maps("id", rows=3, branch="uncond").values,
-                               used[:2].mean((0, 1))[:, 3].reshape(4, 4))
+    torch.testing.assert_close(
+        store.maps("id", rows=3, branch="uncond", image=1, head=0).values, used[1, 0, :, 3].reshape(4, 4)
+    )
+    torch.testing.assert_close(
+        store.maps("id", rows=3, branch="uncond").values, used[:2].mean((0, 1))[:, 3].reshape(4, 4)
+    )
     with pytest.raises(NothingRecorded, match="stage 'raw' was not recorded"):
         store.maps("id", stage="raw")
     am_off = AttentionStore()
@@ -93,16 +102,24 @@ def test_malformed_queries_are_value_errors_and_missing_maps_are_nothing_recorde
     with pytest.raises(NothingRecorded, match="no text maps were recorded"):
         store.maps("text")
     store.add_text(FINE.format(0), context(1), probabilities(4, 2, 16, 3, 0))
-    for bad, match in [(dict(kind="image"), "kind must be"), (dict(stage="late"), "stage must be"),
-                       (dict(rows=[]), "rows must be"), (dict(rows=-1), "rows must be"),
-                       (dict(image=-1), "give an index from 0")]:
+    for bad, match in [
+        (dict(kind="image"), "kind must be"),
+        (dict(stage="late"), "stage must be"),
+        (dict(rows=[]), "rows must be"),
+        (dict(rows=-1), "rows must be"),
+        (dict(image=-1), "give an index from 0"),
+    ]:
         with pytest.raises(ValueError, match=match):
             store.maps(**{"kind": "text", **bad})
-    for missing, match in [(dict(kind="id"), "no id maps"), (dict(rows=[1, 3]), r"rows \[3\] were not recorded"),
-                           (dict(branch="id"), "branch 'id' was not recorded"),
-                           (dict(block="mid"), "block 'mid' was not recorded"),
-                           (dict(step=0), "nothing recorded for block=None, step=0"),
-                           (dict(image=0), "per_image=True"), (dict(head=0), "keep_heads=True")]:
+    for missing, match in [
+        (dict(kind="id"), "no id maps"),
+        (dict(rows=[1, 3]), r"rows \[3\] were not recorded"),
+        (dict(branch="id"), "branch 'id' was not recorded"),
+        (dict(block="mid"), "block 'mid' was not recorded"),
+        (dict(step=0), "nothing recorded for block=None, step=0"),
+        (dict(image=0), "per_image=True"),
+        (dict(head=0), "keep_heads=True"),
+    ]:
         with pytest.raises(NothingRecorded, match=match):
             store.maps(**{"kind": "text", **missing})
     assert not issubclass(NothingRecorded, ValueError)  # callers tell the two apart by class
@@ -145,7 +162,8 @@ def test_memory_bound_holds_on_a_4_step_run(tiny_faceid):
     assert first == tr.nbytes == bound  # every (kind, block, step, branch) filled: the bound is reached
     assert bound == 4 * 16 * 16 * 5 * 4 * 3 * (77 + 2 * 4)  # about 5 MB, whatever the layer count
     # asking for less stores less: two words (3 tokens), one stage, two steps, one branch
-    with trace(tiny_faceid, text_tokens=["person", "photorealistic"], stages=("used",), steps=[1, 2],
-               branches=["text+id"]) as small:
+    with trace(
+        tiny_faceid, text_tokens=["person", "photorealistic"], stages=("used",), steps=[1, 2], branches=["text+id"]
+    ) as small:
         run(tiny_faceid, "fastface-am2")
     assert small.nbytes == memory_bound((16, 16), 5, 2, 1, text_tokens=3, id_tokens=4, stages=1)

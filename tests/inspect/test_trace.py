@@ -1,21 +1,24 @@
 """The tracer: what it records from a pipeline run, token lookup, query errors, restoring the
 pipeline, stock pipelines. The store's aggregation is in test_store.py, the figures in test_plots.py."""
+
 import pytest
 import torch
+from conftest import random_id_inputs
 from diffusers import StableDiffusionXLPipeline
+from traced_runs import BLOCKS, PROMPT, run
 
 import fastface_lite as ff
 from fastface_lite.errors import NothingRecorded
 from fastface_lite.inspect.trace import trace
 from fastface_lite.method.am import adain, manipulate
 
-from conftest import random_id_inputs
-from traced_runs import BLOCKS, PROMPT, run
-
 
 def processors_and_hooks(pipe):
-    return (dict(pipe.unet.attn_processors), dict(pipe.unet._forward_pre_hooks),
-            dict(pipe.text_encoder._forward_pre_hooks))
+    return (
+        dict(pipe.unet.attn_processors),
+        dict(pipe.unet._forward_pre_hooks),
+        dict(pipe.text_encoder._forward_pre_hooks),
+    )
 
 
 def assert_unchanged(pipe, before):
@@ -66,15 +69,28 @@ def test_raw_and_used_follow_ip_attention_maps(tiny_faceid, preset):
     def layer_probs(layer, step, stage):
         """(B, heads, N, 4) rebuilt from the store, branch-major as the UNet batch."""
         branches = [b for b in tr.branches if recorded(tr, layer, step, b, stage)]
-        per_branch = [torch.stack([torch.stack([
-            tr.maps(kind="id", token=t, block=layer, step=step, branch=b, stage=stage, image=0, head=h)
-            .values.flatten() for t in range(4)], -1) for h in range(heads)]) for b in branches]
+        per_branch = [
+            torch.stack(
+                [
+                    torch.stack(
+                        [
+                            tr.maps(
+                                kind="id", token=t, block=layer, step=step, branch=b, stage=stage, image=0, head=h
+                            ).values.flatten()
+                            for t in range(4)
+                        ],
+                        -1,
+                    )
+                    for h in range(heads)
+                ]
+            )
+            for b in branches
+        ]
         return torch.stack(per_branch)
 
     for step in tr.steps:
         raw, used = layer_probs(target, step, "raw"), layer_probs(target, step, "used")
-        expected = manipulate(raw, cfg.target_tokens, cfg.transforms, cfg.constants_at("down", step),
-                              cfg.invert_token0)
+        expected = manipulate(raw, cfg.target_tokens, cfg.transforms, cfg.constants_at("down", step), cfg.invert_token0)
         if cfg.adain_weight is not None:
             expected = cfg.adain_weight * expected + (1 - cfg.adain_weight) * adain(expected, raw)
         torch.testing.assert_close(used, expected, atol=1e-6, rtol=1e-5)
@@ -87,8 +103,9 @@ def test_am_off_records_equal_raw_and_used(tiny_faceid):
     with trace(tiny_faceid, text=False) as tr:
         run(tiny_faceid, "dcg")  # DCG only: no attention manipulation anywhere
     for block in tr.blocks:
-        assert torch.equal(tr.maps(kind="id", block=block, stage="raw").values,
-                           tr.maps(kind="id", block=block, stage="used").values)
+        assert torch.equal(
+            tr.maps(kind="id", block=block, stage="raw").values, tr.maps(kind="id", block=block, stage="used").values
+        )
 
 
 # -- token lookup -------------------------------------------------------------------------------
@@ -179,8 +196,14 @@ def test_stock_pipeline_with_and_without_cfg(tiny_faceid, guidance_scale, branch
     before = processors_and_hooks(stock)
 
     def call():
-        return stock(prompt=PROMPT, ip_adapter_image_embeds=[embeds], guidance_scale=guidance_scale,
-                     num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="latent").images
+        return stock(
+            prompt=PROMPT,
+            ip_adapter_image_embeds=[embeds],
+            guidance_scale=guidance_scale,
+            num_inference_steps=4,
+            generator=torch.Generator().manual_seed(0),
+            output_type="latent",
+        ).images
 
     expected = call()
     with trace(stock) as tr:

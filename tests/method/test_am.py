@@ -1,4 +1,5 @@
 """AM transforms against SPEC §3 formulas written out independently in the test."""
+
 import math
 
 import pytest
@@ -18,8 +19,11 @@ def probs(seed=0, shape=(3, 2, 16, 4)):
 
 def qkv(seed=0, b=3, h=2, n=16, t=4, d=8):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(b, h, n, d, generator=g), torch.randn(b, h, t, d, generator=g),
-            torch.randn(b, h, t, d, generator=g))
+    return (
+        torch.randn(b, h, n, d, generator=g),
+        torch.randn(b, h, t, d, generator=g),
+        torch.randn(b, h, t, d, generator=g),
+    )
 
 
 # -- hand versions: loops over tokens, explicit formulas --------------------------------------------
@@ -46,8 +50,8 @@ def hand_quantile(x, q):  # per (b, h, token) over positions, linear interpolati
 
 def test_known_numbers():
     a = torch.tensor([0.25, 0.5, 0.0, 1.0]).view(1, 1, 4, 1)
-    torch.testing.assert_close(am.transform_pow(a, C), a ** 1.3)
-    assert am.transform_pow(a, C)[0, 0, 1, 0].item() == pytest.approx(0.5 ** 1.3)
+    torch.testing.assert_close(am.transform_pow(a, C), a**1.3)
+    assert am.transform_pow(a, C)[0, 0, 1, 0].item() == pytest.approx(0.5**1.3)
     big = torch.tensor([2.0, 8.0]).view(1, 1, 2, 1)
     assert am.transform_scale(big, C).flatten().tolist() == pytest.approx([3.1, 10.0])  # clamped at 10
     # softmask of a map whose normalised values are 0, 0.5, 1: sigmoid(-6.25), 0.5, sigmoid(6.25)
@@ -74,14 +78,15 @@ def test_softmask_and_adaptive_softmask_match_spec():
     torch.testing.assert_close(am.transform_softmask(x, C), hand_norm(torch.sigmoid(k * (hand_norm(x) - 0.5))))
     q = hand_quantile(x, C.quantile).clamp_min(1e-6)
     # q of the raw probabilities, subtracted from the normalised map (reference behaviour)
-    torch.testing.assert_close(am.transform_adaptive_softmask(x, C),
-                               hand_norm(torch.sigmoid(k * (hand_norm(x) - q))), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        am.transform_adaptive_softmask(x, C), hand_norm(torch.sigmoid(k * (hand_norm(x) - q))), rtol=0, atol=1e-6
+    )
 
 
 def test_chain_order_pow_then_scale():
     x = probs(3)
     out = am.manipulate(x, (0, 1, 2, 3), ("pow", "scale"), C)
-    torch.testing.assert_close(out, torch.clamp(x ** 1.3 * 1.55, max=10))
+    torch.testing.assert_close(out, torch.clamp(x**1.3 * 1.55, max=10))
     other = am.manipulate(x, (0, 1, 2, 3), ("scale", "pow"), C)
     assert not torch.allclose(out, other)
 
@@ -120,11 +125,13 @@ def test_ip_attention_am1_by_hand():
     a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1)
     for part, p, s in (("down", 1.3, 1.55), ("up", 1.3, 1.45)):
         out = am.ip_attention(q, k, v, part, 2, cfg)
-        torch.testing.assert_close(out, torch.clamp(a ** p * s, max=10) @ v, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out, torch.clamp(a**p * s, max=10) @ v, rtol=1e-5, atol=1e-6)
 
 
 def hand_adain(x, ref):
-    return (x - x.mean(-1, keepdim=True)) * (ref.std(-1, keepdim=True) / (x.std(-1, keepdim=True) + 1e-6)) + ref.mean(-1, keepdim=True)
+    return (x - x.mean(-1, keepdim=True)) * (ref.std(-1, keepdim=True) / (x.std(-1, keepdim=True) + 1e-6)) + ref.mean(
+        -1, keepdim=True
+    )
 
 
 def test_ip_attention_fastface_am2_by_hand():
@@ -188,11 +195,11 @@ def test_unet_part_names():
 
 def test_per_branch_normalisation_equals_running_branches_apart():
     q, k, v = qkv(6)  # batch of 3 = three guidance branches of one image
-    cfg = ff.AttentionConfig(transforms=("adaptive_softmask", "scale"), invert_token0=True,
-                             normalize_per_branch=True)
+    cfg = ff.AttentionConfig(transforms=("adaptive_softmask", "scale"), invert_token0=True, normalize_per_branch=True)
     together = am.ip_attention(q, k, v, "down", 1, cfg, branches=3)
-    apart = torch.cat([am.ip_attention(q[i:i + 1], k[i:i + 1], v[i:i + 1], "down", 1, cfg, branches=1)
-                       for i in range(3)])
+    apart = torch.cat(
+        [am.ip_attention(q[i : i + 1], k[i : i + 1], v[i : i + 1], "down", 1, cfg, branches=1) for i in range(3)]
+    )
     torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-6)
     reference = ff.AttentionConfig(transforms=("adaptive_softmask", "scale"), invert_token0=True)
     assert not torch.allclose(am.ip_attention(q, k, v, "down", 1, reference, branches=3), together)
@@ -201,5 +208,4 @@ def test_per_branch_normalisation_equals_running_branches_apart():
 
 def test_minmax_norm_groups():
     x = probs(7, shape=(4, 2, 8, 4))
-    torch.testing.assert_close(am.minmax_norm(x, groups=2),
-                               torch.cat([hand_norm(x[:2]), hand_norm(x[2:])]))
+    torch.testing.assert_close(am.minmax_norm(x, groups=2), torch.cat([hand_norm(x[:2]), hand_norm(x[2:])]))

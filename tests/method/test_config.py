@@ -1,11 +1,12 @@
 """Config values, presets, validation errors and the reference JSON format."""
+
+import dataclasses
 import json
 
 import pytest
 
 import fastface_lite as ff
 from fastface_lite.method.checkpoints import CHECKPOINTS
-
 
 
 @pytest.mark.parametrize("model", ff.MODELS)
@@ -58,7 +59,7 @@ def test_schedule_replaces_constants_at_its_step_only():
 
 def test_configs_are_immutable_and_round_trip():
     cfg = ff.FastFaceConfig.preset("fastface-am2", model="lcm")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.num_steps = 8
     data = json.loads(json.dumps(cfg.to_dict()))
     assert ff.FastFaceConfig.from_dict(data) == cfg
@@ -112,5 +113,3 @@ def test_token_outside_adapter_tokens():
 def test_target_step_outside_run():
     at = ff.AttentionConfig(transforms=("pow",), target_steps=(0, 5))
     _error(lambda: ff.FastFaceConfig(num_steps=4, attention=at), "[5]", "0..3")
-
-

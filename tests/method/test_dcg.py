@@ -16,11 +16,14 @@ def cfg(dcg_type=3, a=1.0, b=1.0, **kw):
     return ff.GuidanceConfig(dcg_type=dcg_type, a=ff.WeightSchedule.constant(a), b=ff.WeightSchedule.constant(b), **kw)
 
 
-@pytest.mark.parametrize("dcg_type,formula", [
-    (1, lambda u, x, y, a, b: u + a * (x - u) + b * (y - x)),
-    (2, lambda u, x, y, a, b: u + a * (x - u) + b * (y - u)),
-    (3, lambda u, x, y, a, b: u + a * (x - u) + b * (y - x)),
-])
+@pytest.mark.parametrize(
+    "dcg_type,formula",
+    [
+        (1, lambda u, x, y, a, b: u + a * (x - u) + b * (y - x)),
+        (2, lambda u, x, y, a, b: u + a * (x - u) + b * (y - u)),
+        (3, lambda u, x, y, a, b: u + a * (x - u) + b * (y - x)),
+    ],
+)
 def test_combinations_match_spec(dcg_type, formula):
     u, x, y = branches()
     out = dcg.guide(torch.cat([u, x, y]), 1, 749, cfg(dcg_type, a=1.5, b=3.0))
@@ -61,29 +64,35 @@ def test_renorm_scales_term2_to_term1_norm():
     torch.testing.assert_close(out, u + 2.0 * t1 + 0.5 * t2, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("dcg_type,a,b,rescale,expected", [
-    (3, 1.0, 1.0, None, (False, False, True)),    # baseline: text+ID only
-    (3, 1.0, 1.0, 0.75, (False, True, True)),     # rescale reads branches 1 and 2
-    (3, 1.5, 3.0, 0.75, (True, True, True)),
-    (3, 1.5, 1.5, None, (True, False, True)),     # a = b: ordinary CFG between e_u and e_ti
-    (3, 1.0, 0.0, None, (False, True, False)),    # ID only
-    (1, 1.0, 1.0, None, (False, False, True)),
-    (2, 1.0, 0.0, None, (False, True, False)),
-    (2, 0.5, 0.5, None, (False, True, True)),
-])
+@pytest.mark.parametrize(
+    "dcg_type,a,b,rescale,expected",
+    [
+        (3, 1.0, 1.0, None, (False, False, True)),  # baseline: text+ID only
+        (3, 1.0, 1.0, 0.75, (False, True, True)),  # rescale reads branches 1 and 2
+        (3, 1.5, 3.0, 0.75, (True, True, True)),
+        (3, 1.5, 1.5, None, (True, False, True)),  # a = b: ordinary CFG between e_u and e_ti
+        (3, 1.0, 0.0, None, (False, True, False)),  # ID only
+        (1, 1.0, 1.0, None, (False, False, True)),
+        (2, 1.0, 0.0, None, (False, True, False)),
+        (2, 0.5, 0.5, None, (False, True, True)),
+    ],
+)
 def test_needed_branches(dcg_type, a, b, rescale, expected):
     assert dcg.needed_branches(0, 999, cfg(dcg_type, a, b, rescale=rescale)) == expected
 
 
 @pytest.mark.parametrize("dcg_type", [1, 2, 3])
-@pytest.mark.parametrize("a,b,rescale", [(1.0, 1.0, None), (1.0, 1.0, 0.75), (1.5, 1.5, None), (1.0, 0.0, None), (0.5, 0.5, 0.5)])
+@pytest.mark.parametrize(
+    "a,b,rescale", [(1.0, 1.0, None), (1.0, 1.0, 0.75), (1.5, 1.5, None), (1.0, 0.0, None), (0.5, 0.5, 0.5)]
+)
 def test_skipping_unneeded_branches_changes_nothing(dcg_type, a, b, rescale):
     full = branches(4)
     c = cfg(dcg_type, a, b, rescale=rescale)
     needed = dcg.needed_branches(0, 999, c)
-    partial = [e if k else None for e, k in zip(full, needed)]
-    torch.testing.assert_close(dcg.combine(partial, 0, 999, c), dcg.guide(torch.cat(full), 0, 999, c),
-                               rtol=0, atol=1e-6)
+    partial = [e if k else None for e, k in zip(full, needed, strict=True)]
+    torch.testing.assert_close(
+        dcg.combine(partial, 0, 999, c), dcg.guide(torch.cat(full), 0, 999, c), rtol=0, atol=1e-6
+    )
 
 
 def test_missing_needed_branch_is_an_error():

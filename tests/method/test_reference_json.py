@@ -1,4 +1,5 @@
 """Reading variants stored in the reference implementation's JSON format."""
+
 import json
 from pathlib import Path
 
@@ -27,8 +28,12 @@ def test_reference_json_loads_to_preset(name):
 def test_reference_json_timestep_schedules_and_renorm():
     data = json.loads((CONFIGS / "dcg.json").read_text())
     dcg = data["pipe_kwargs"]["dcg_kwargs"]
-    dcg.update(a_scheduler="clamped_pcs", b_scheduler="linear", term_preproc="renorm",
-               sch_kwargs={"a": {"c": 1.0, "s": 2.0}, "b": {}})
+    dcg.update(
+        a_scheduler="clamped_pcs",
+        b_scheduler="linear",
+        term_preproc="renorm",
+        sch_kwargs={"a": {"c": 1.0, "s": 2.0}, "b": {}},
+    )
     data["reset_gs_to_default"] = False
     data["pipe_kwargs"].update(guidance_scale_a=3.0, guidance_scale_b=2.0)
     g = ff.FastFaceConfig.from_reference_json(data).guidance

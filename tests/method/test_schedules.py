@@ -1,4 +1,5 @@
 """Guidance-weight schedules: per-step lists and every timestep shape against its formula."""
+
 import math
 
 import pytest
@@ -8,21 +9,32 @@ from fastface_lite.method import dcg
 from fastface_lite.method.schedules import TIMESTEP_SHAPES
 
 
-@pytest.mark.parametrize("shape,params,expected", [
-    ("default", {}, lambda w, t: w),
-    ("linear", {}, lambda w, t: w * (1 - t / 1000)),
-    ("inv_linear", {}, lambda w, t: w * t / 1000),
-    ("clamped_lin", {"c": 1.2}, lambda w, t: max(1.2, w * (1 - t / 1000))),
-    ("inv_clamp_linear", {"c": 1.2}, lambda w, t: max(1.2, w * t / 1000)),
-    ("cos", {}, lambda w, t: w * (math.cos(math.pi * t / 1000) + 1)),
-    ("inv_cos", {}, lambda w, t: w * (math.cos(math.pi * (1000 - t) / 1000) + 1)),
-    ("pcs", {"s": 2.0}, lambda w, t: 0.5 * w * (1 - math.cos(math.pi * ((1000 - t) / 1000) ** 2))),
-    ("inv_pcs", {"s": 2.0}, lambda w, t: 0.5 * w * (1 - math.cos(math.pi * (t / 1000) ** 2))),
-    ("clamped_pcs", {"c": 1.2, "s": 2.0}, lambda w, t: max(1.2, 0.5 * w * (1 - math.cos(math.pi * ((1000 - t) / 1000) ** 2)))),
-    ("inv_clamped_pcs", {"c": 1.2, "s": 2.0}, lambda w, t: max(1.2, 0.5 * w * (1 - math.cos(math.pi * (t / 1000) ** 2)))),
-    ("capshape", {}, lambda w, t: w * (1 - t / 1000) if t > 500 else w * t / 1000),
-    ("ccshape", {"c": 1.2}, lambda w, t: max(1.2, w * (1 - t / 1000) if t > 500 else w * t / 1000)),
-])
+@pytest.mark.parametrize(
+    "shape,params,expected",
+    [
+        ("default", {}, lambda w, t: w),
+        ("linear", {}, lambda w, t: w * (1 - t / 1000)),
+        ("inv_linear", {}, lambda w, t: w * t / 1000),
+        ("clamped_lin", {"c": 1.2}, lambda w, t: max(1.2, w * (1 - t / 1000))),
+        ("inv_clamp_linear", {"c": 1.2}, lambda w, t: max(1.2, w * t / 1000)),
+        ("cos", {}, lambda w, t: w * (math.cos(math.pi * t / 1000) + 1)),
+        ("inv_cos", {}, lambda w, t: w * (math.cos(math.pi * (1000 - t) / 1000) + 1)),
+        ("pcs", {"s": 2.0}, lambda w, t: 0.5 * w * (1 - math.cos(math.pi * ((1000 - t) / 1000) ** 2))),
+        ("inv_pcs", {"s": 2.0}, lambda w, t: 0.5 * w * (1 - math.cos(math.pi * (t / 1000) ** 2))),
+        (
+            "clamped_pcs",
+            {"c": 1.2, "s": 2.0},
+            lambda w, t: max(1.2, 0.5 * w * (1 - math.cos(math.pi * ((1000 - t) / 1000) ** 2))),
+        ),
+        (
+            "inv_clamped_pcs",
+            {"c": 1.2, "s": 2.0},
+            lambda w, t: max(1.2, 0.5 * w * (1 - math.cos(math.pi * (t / 1000) ** 2))),
+        ),
+        ("capshape", {}, lambda w, t: w * (1 - t / 1000) if t > 500 else w * t / 1000),
+        ("ccshape", {"c": 1.2}, lambda w, t: max(1.2, w * (1 - t / 1000) if t > 500 else w * t / 1000)),
+    ],
+)
 def test_timestep_shapes(shape, params, expected):
     sched = ff.WeightSchedule(shape, 3.0, **params)
     for t in (999, 749, 500, 499, 249, 0):
@@ -31,8 +43,20 @@ def test_timestep_shapes(shape, params, expected):
 
 def test_every_shape_is_tested():
     assert set(TIMESTEP_SHAPES) == {
-        "default", "linear", "inv_linear", "clamped_lin", "inv_clamp_linear", "cos", "inv_cos", "pcs",
-        "inv_pcs", "clamped_pcs", "inv_clamped_pcs", "capshape", "ccshape"}
+        "default",
+        "linear",
+        "inv_linear",
+        "clamped_lin",
+        "inv_clamp_linear",
+        "cos",
+        "inv_cos",
+        "pcs",
+        "inv_pcs",
+        "clamped_pcs",
+        "inv_clamped_pcs",
+        "capshape",
+        "ccshape",
+    }
 
 
 def test_known_schedule_values():

@@ -4,6 +4,7 @@ The fake cache is laid out as huggingface_hub lays it out (models--org--name/ref
 snapshots/<commit>/...) under the real repo ids and file names, filled with tiny weights in the real
 formats, and read with HF_HUB_OFFLINE=1: load_pipeline runs exactly as it would on Colab.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,12 +30,12 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPConfig, CLIPModel
 
 from fastface_lite.method import checkpoints
-from fastface_lite.sdxl import loading, tiny
 from fastface_lite.method.checkpoints import ADAPTERS, CHECKPOINTS
+from fastface_lite.sdxl import loading, tiny
 from fastface_lite.sdxl.adapter import adapter_info
 from fastface_lite.sdxl.loading import load_pipeline, model_timesteps
-from fastface_lite.sdxl.tiny import TINY, TINY_ID_DIM, tiny_components, tiny_pipeline, write_faceid_adapter
 from fastface_lite.sdxl.pipeline import FastFacePipeline
+from fastface_lite.sdxl.tiny import TINY, TINY_ID_DIM, tiny_components, tiny_pipeline, write_faceid_adapter
 from fastface_lite.sdxl.tokenizer import BOS, EOS, clip_vocab_and_merges
 
 # Known ids of OpenAI CLIP's tokenizer (openai/clip-vit-large-patch14).
@@ -88,9 +89,19 @@ def test_preset_table_matches_spec():
     assert CHECKPOINTS["hyper"].weight_name(8) == "Hyper-SDXL-8steps-lora.safetensors"
     assert CHECKPOINTS["lightning"].weight_name(2) == "sdxl_lightning_2step_unet.safetensors"
     assert {m: p.default_size for m, p in CHECKPOINTS.items()} == {
-        "hyper": 1024, "lightning": 1024, "lcm": 1024, "turbo": 512, "base": 1024}
+        "hyper": 1024,
+        "lightning": 1024,
+        "lcm": 1024,
+        "turbo": 512,
+        "base": 1024,
+    }
     assert {m: p.default_guidance for m, p in CHECKPOINTS.items()} == {
-        "hyper": 1.0, "lightning": 1.0, "lcm": 1.5, "turbo": 1.0, "base": 5.0}
+        "hyper": 1.0,
+        "lightning": 1.0,
+        "lcm": 1.5,
+        "turbo": 1.0,
+        "base": 5.0,
+    }
     for model in ("hyper", "lightning", "turbo"):
         assert model_timesteps(model, 4) == [999, 749, 499, 249]
     assert model_timesteps("lcm", 4) == [999, 759, 499, 259]
@@ -125,8 +136,11 @@ def test_tiny_pipeline_is_sdxl_shaped():
     assert isinstance(pipe, FastFacePipeline) and isinstance(pipe.scheduler, DDIMScheduler)
     assert pipe.scheduler.config.timestep_spacing == "trailing"
     unet = pipe.unet
-    assert unet.config.cross_attention_dim == TINY.cross_attention_dim == (
-        pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size)
+    assert (
+        unet.config.cross_attention_dim
+        == TINY.cross_attention_dim
+        == (pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size)
+    )
     assert unet.config.addition_embed_type == "text_time"
     blocks = {n.split(".attentions")[0] for n in attn2_names(unet)}
     assert blocks == {"down_blocks.1", "down_blocks.2", "mid_block", "up_blocks.0", "up_blocks.1"}
@@ -180,8 +194,14 @@ def test_adapter_files_use_h94_layout_and_content_keyed_cache(tmp_path, monkeypa
     assert write_faceid_adapter(unet, "faceid", seed=1) != folder
     sd = torch.load(path, weights_only=True)
     assert set(sd) == {"image_proj", "ip_adapter"}
-    assert set(sd["image_proj"]) == {"proj.0.weight", "proj.0.bias", "proj.2.weight", "proj.2.bias",
-                                     "norm.weight", "norm.bias"}
+    assert set(sd["image_proj"]) == {
+        "proj.0.weight",
+        "proj.0.bias",
+        "proj.2.weight",
+        "proj.2.bias",
+        "norm.weight",
+        "norm.bias",
+    }
     names = list(unet.attn_processors)
     ip_ids = sorted(int(k.split(".")[0]) for k in sd["ip_adapter"] if k.endswith("to_k_ip.weight"))
     assert ip_ids == [i for i, n in enumerate(names) if n.endswith("attn2.processor")]
@@ -276,8 +296,14 @@ def write_tokenizer(folder, pad_token):
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": pad_token}
     (folder / "special_tokens_map.json").write_text(json.dumps(special))
-    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
-              "add_prefix_space": False, "errors": "replace", **special}
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": 77,
+        "do_lower_case": True,
+        "add_prefix_space": False,
+        "errors": "replace",
+        **special,
+    }
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
 
@@ -346,7 +372,8 @@ def hub(tmp_path_factory):
     turbo_unet = tiny_components(seed=13, model="turbo")["unet"]
     turbo_unet.save_pretrained(turbo / "unet")
     EulerAncestralDiscreteScheduler.from_config(
-        loading.SDXL_SCHEDULER_CONFIG, timestep_spacing="trailing").save_pretrained(turbo / "scheduler")
+        loading.SDXL_SCHEDULER_CONFIG, timestep_spacing="trailing"
+    ).save_pretrained(turbo / "scheduler")
 
     faceid = snapshot(cache, checkpoints.FACEID_REPO)
     for adapter in ADAPTERS:
@@ -356,9 +383,16 @@ def hub(tmp_path_factory):
     text = parts["text_encoder"].config.to_dict()
     # the laion repo holds a whole CLIP model; load_pipeline takes its vision tower
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=TINY.clip_hidden)).save_pretrained(
-        snapshot(cache, checkpoints.CLIP_VIT_H))
-    return {"cache": cache, "base_unet": base_unet, "hyper": hyper, "lightning": lightning,
-            "turbo_unet": state(turbo_unet), "fp16_conv_in_bias": fp16["conv_in.bias"]}
+        snapshot(cache, checkpoints.CLIP_VIT_H)
+    )
+    return {
+        "cache": cache,
+        "base_unet": base_unet,
+        "hyper": hyper,
+        "lightning": lightning,
+        "turbo_unet": state(turbo_unet),
+        "fp16_conv_in_bias": fp16["conv_in.bias"],
+    }
 
 
 @pytest.fixture
@@ -442,10 +476,17 @@ def test_load_pipeline_plusv2_runs_offline(offline, face):
     import fastface_lite as ff
     from fastface_lite.sdxl.adapter import id_inputs
 
-    inputs = id_inputs(pipe, np.ones(TINY_ID_DIM, np.float32) / TINY_ID_DIM ** 0.5, face)
+    inputs = id_inputs(pipe, np.ones(TINY_ID_DIM, np.float32) / TINY_ID_DIM**0.5, face)
     cfg = ff.FastFaceConfig.preset("fastface-am2", faceid_lora_scale=0.6)
-    out = pipe(prompt="a photo of a person", fastface=cfg, height=64, width=64, output_type="np",
-               generator=torch.Generator().manual_seed(0), **inputs.call_kwargs())
+    out = pipe(
+        prompt="a photo of a person",
+        fastface=cfg,
+        height=64,
+        width=64,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+        **inputs.call_kwargs(),
+    )
     assert out.images.shape == (1, 64, 64, 3) and np.isfinite(out.images).all() and out.unet_evaluations == 12
     assert to_q.scaling["faceid_0"] == pytest.approx(1.0)  # restored after the call
     set_clip_embeds(pipe, face)
@@ -492,10 +533,17 @@ def test_hub_files_lists_every_repo_load_pipeline_reads(hub, monkeypatch, tmp_pa
             (folder / name).symlink_to(hub["cache"] / name, target_is_directory=True)
         return folder
 
-    pipe = load_pipeline(model=model, steps=4, adapter="faceid-plusv2", device="cpu", dtype=torch.float32,
-                         cache_dir=cache_with(repos))
+    pipe = load_pipeline(
+        model=model, steps=4, adapter="faceid-plusv2", device="cpu", dtype=torch.float32, cache_dir=cache_with(repos)
+    )
     assert isinstance(pipe, FastFacePipeline)
     for missing in sorted(repos):
         with pytest.raises(OSError):  # every "not in the cache" error of the hub clients is an OSError
-            load_pipeline(model=model, steps=4, adapter="faceid-plusv2", device="cpu", dtype=torch.float32,
-                          cache_dir=cache_with(repos - {missing}))
+            load_pipeline(
+                model=model,
+                steps=4,
+                adapter="faceid-plusv2",
+                device="cpu",
+                dtype=torch.float32,
+                cache_dir=cache_with(repos - {missing}),
+            )

@@ -1,12 +1,12 @@
 """FastFacePipeline: equivalences with diffusers, branch skipping, isolation, recovery, errors."""
+
 import pytest
 import torch
+from conftest import random_id_inputs
 from diffusers import StableDiffusionXLPipeline
 
 import fastface_lite as ff
 from fastface_lite.sdxl.processor import FastFaceAttnProcessor, StepContext, install
-
-from conftest import random_id_inputs
 
 PROMPT = "a photo of a person reading in a park"
 
@@ -14,8 +14,14 @@ PROMPT = "a photo of a person reading in a park"
 def run(pipe, preset="baseline", seed=0, inputs=None, **kw):
     cfg = preset if isinstance(preset, ff.FastFaceConfig) else ff.FastFaceConfig.preset(preset)
     inputs = inputs or random_id_inputs(pipe)
-    return pipe(prompt=PROMPT, fastface=cfg, generator=torch.Generator().manual_seed(seed),
-                output_type="latent", **inputs.call_kwargs(), **kw)
+    return pipe(
+        prompt=PROMPT,
+        fastface=cfg,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="latent",
+        **inputs.call_kwargs(),
+        **kw,
+    )
 
 
 @pytest.fixture(params=["faceid", "faceid-plusv2"])
@@ -33,17 +39,24 @@ def test_baseline_equals_stock_sdxl_without_cfg(pipe):
     if inputs.clip_embeds is not None:  # stock without CFG reads the positive half only
         layer.clip_embeds = inputs.clip_embeds.chunk(2)[1]
     try:
-        ref = stock(prompt=PROMPT, ip_adapter_image_embeds=[inputs.image_embeds[0].chunk(2)[1]],
-                    guidance_scale=1.0, num_inference_steps=4, generator=torch.Generator().manual_seed(0),
-                    output_type="latent").images
+        ref = stock(
+            prompt=PROMPT,
+            ip_adapter_image_embeds=[inputs.image_embeds[0].chunk(2)[1]],
+            guidance_scale=1.0,
+            num_inference_steps=4,
+            generator=torch.Generator().manual_seed(0),
+            output_type="latent",
+        ).images
     finally:
         if inputs.clip_embeds is not None:
             layer.clip_embeds = None
     assert torch.equal(ours, ref)
 
 
-@pytest.mark.parametrize("preset,evaluations", [
-    ("baseline", 4), ("dcg", 10), ("am1", 4), ("am2", 12), ("fastface-am1", 10), ("fastface-am2", 12)])
+@pytest.mark.parametrize(
+    "preset,evaluations",
+    [("baseline", 4), ("dcg", 10), ("am1", 4), ("am2", 12), ("fastface-am1", 10), ("fastface-am2", 12)],
+)
 def test_unet_evaluations_and_branch_skipping(tiny_plus, preset, evaluations):
     skipped = run(tiny_plus, preset)
     full = run(tiny_plus, preset, evaluate_all_branches=True)
@@ -81,8 +94,11 @@ def test_am_off_processor_is_bit_identical_to_diffusers(tiny_faceid):
     sample = torch.randn(2, 4, 8, 8, generator=g)
     kwargs = dict(
         encoder_hidden_states=torch.randn(2, 77, unet.config.cross_attention_dim, generator=g),
-        added_cond_kwargs={"text_embeds": torch.randn(2, 32, generator=g), "time_ids": torch.zeros(2, 6),
-                           "image_embeds": [torch.randn(2, 1, 128, generator=g)]},
+        added_cond_kwargs={
+            "text_embeds": torch.randn(2, 32, generator=g),
+            "time_ids": torch.zeros(2, 6),
+            "image_embeds": [torch.randn(2, 1, 128, generator=g)],
+        },
         return_dict=False,
     )
     # the tiny text_embeds width follows the tiny text encoder; read it from the UNet
@@ -106,7 +122,10 @@ def test_install_remove_restores_the_same_objects(tiny_faceid):
     inst.remove()
     after = tiny_faceid.unet.attn_processors
     assert before.keys() == after.keys() and all(before[k] is after[k] for k in before)
-    assert type(before[next(k for k in before if k.endswith("attn2.processor"))]).__call__ is not FastFaceAttnProcessor.__call__
+    assert (
+        type(before[next(k for k in before if k.endswith("attn2.processor"))]).__call__
+        is not FastFaceAttnProcessor.__call__
+    )
 
 
 def test_apply_remove_apply_gives_identical_outputs(tiny_faceid):
@@ -149,9 +168,13 @@ def test_ip_masks_keep_working_with_am(tiny_faceid):
     ones = IPAdapterMaskProcessor().preprocess(torch.ones(1, 1, 64, 64), height=64, width=64)
     zeros = IPAdapterMaskProcessor().preprocess(torch.zeros(1, 1, 64, 64), height=64, width=64)
     unmasked = run(tiny_faceid, "fastface-am1").images
-    full = run(tiny_faceid, "fastface-am1", cross_attention_kwargs={"ip_adapter_masks": [ones.reshape(1, 1, 64, 64)]}).images
+    full = run(
+        tiny_faceid, "fastface-am1", cross_attention_kwargs={"ip_adapter_masks": [ones.reshape(1, 1, 64, 64)]}
+    ).images
     assert (full - unmasked).abs().max() < 1e-5
-    none = run(tiny_faceid, "fastface-am1", cross_attention_kwargs={"ip_adapter_masks": [zeros.reshape(1, 1, 64, 64)]}).images
+    none = run(
+        tiny_faceid, "fastface-am1", cross_attention_kwargs={"ip_adapter_masks": [zeros.reshape(1, 1, 64, 64)]}
+    ).images
     no_id = run(tiny_faceid, ff.FastFaceConfig.preset("fastface-am1", ip_adapter_scale=0.0)).images
     assert (none - no_id).abs().max() < 1e-5
 
@@ -180,8 +203,12 @@ def test_images_decode_and_callbacks_see_steps(tiny_faceid):
     run(tiny_faceid, "dcg", callback_on_step_end=record, callback_on_step_end_tensor_inputs=["latents", "noise_pred"])
     assert [s[0] for s in seen] == [0, 1, 2, 3] and [s[1] for s in seen] == [999, 749, 499, 249]
     assert seen[0][2] == ("latents", "noise_pred")
-    image = tiny_faceid(prompt=PROMPT, fastface=ff.FastFaceConfig.preset("dcg"),
-                        generator=torch.Generator().manual_seed(0), **random_id_inputs(tiny_faceid).call_kwargs()).images[0]
+    image = tiny_faceid(
+        prompt=PROMPT,
+        fastface=ff.FastFaceConfig.preset("dcg"),
+        generator=torch.Generator().manual_seed(0),
+        **random_id_inputs(tiny_faceid).call_kwargs(),
+    ).images[0]
     side = tiny_faceid.default_sample_size * tiny_faceid.vae_scale_factor
     assert image.size == (side, side)
 
@@ -189,7 +216,9 @@ def test_images_decode_and_callbacks_see_steps(tiny_faceid):
 def test_errors_are_clear(tiny_faceid, tiny_plus):
     inputs = random_id_inputs(tiny_faceid)
     with pytest.raises(ff.ConfigError, match="num_inference_steps=8"):
-        tiny_faceid(prompt=PROMPT, fastface=ff.FastFaceConfig.preset("am1"), num_inference_steps=8, **inputs.call_kwargs())
+        tiny_faceid(
+            prompt=PROMPT, fastface=ff.FastFaceConfig.preset("am1"), num_inference_steps=8, **inputs.call_kwargs()
+        )
     with pytest.raises(ValueError, match="ip_adapter_image_embeds"):
         tiny_faceid(prompt=PROMPT, fastface=ff.FastFaceConfig.preset("am1"))
     bad_tokens = ff.FastFaceConfig(attention=ff.AttentionConfig(transforms=("pow",), target_tokens=(0, 5)))
@@ -199,12 +228,17 @@ def test_errors_are_clear(tiny_faceid, tiny_plus):
         tiny_plus(prompt=PROMPT, ip_adapter_image_embeds=random_id_inputs(tiny_plus).image_embeds)
     with pytest.raises(ValueError, match="128-d"):
         from fastface_lite.sdxl.adapter import id_inputs
+
         id_inputs(tiny_faceid, torch.zeros(512))
     with pytest.raises(ValueError, match="only 'latents'"):
         run(tiny_faceid, "am1", callback_on_step_end=lambda p, i, t, k: {"prompt_embeds": 0})
     with pytest.raises(ValueError, match="only 'latents'"):
-        run(tiny_faceid, "am1", callback_on_step_end=lambda p, i, t, k: {**k, "noise_pred": k["noise_pred"] * 2},
-            callback_on_step_end_tensor_inputs=["latents", "noise_pred"])
+        run(
+            tiny_faceid,
+            "am1",
+            callback_on_step_end=lambda p, i, t, k: {**k, "noise_pred": k["noise_pred"] * 2},
+            callback_on_step_end_tensor_inputs=["latents", "noise_pred"],
+        )
     # the failed calls left nothing installed
     assert not any(isinstance(p, FastFaceAttnProcessor) for p in tiny_faceid.unet.attn_processors.values())
 

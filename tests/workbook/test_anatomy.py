@@ -1,9 +1,10 @@
 """anatomy.py: the hub-file table against SPEC §1, the ID-token steps against the UNet's own
 projection, the LoRA layer table, and the hand-computed decoupled attention against diffusers."""
+
 import pytest
 import torch
-
 from conftest import random_id_inputs
+
 from fastface_lite.workbook.anatomy import decoupled_attention, hub_files, id_token_parts, lora_layers
 
 SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -13,13 +14,16 @@ def files(model, steps=4, adapter="faceid-plusv2"):
     return {(row.component, row.repo, row.file) for row in hub_files(model, steps, adapter)}
 
 
-@pytest.mark.parametrize("model, steps, expected", [
-    ("hyper", 4, ("distillation LoRA", "ByteDance/Hyper-SD", "Hyper-SDXL-4steps-lora.safetensors")),
-    ("hyper", 1, ("distillation LoRA", "ByteDance/Hyper-SD", "Hyper-SDXL-1step-lora.safetensors")),
-    ("lightning", 8, ("unet", "ByteDance/SDXL-Lightning", "sdxl_lightning_8step_unet.safetensors")),
-    ("lcm", 4, ("distillation LoRA", "latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors")),
-    ("turbo", 4, ("unet", "stabilityai/sdxl-turbo", "unet/")),
-])
+@pytest.mark.parametrize(
+    "model, steps, expected",
+    [
+        ("hyper", 4, ("distillation LoRA", "ByteDance/Hyper-SD", "Hyper-SDXL-4steps-lora.safetensors")),
+        ("hyper", 1, ("distillation LoRA", "ByteDance/Hyper-SD", "Hyper-SDXL-1step-lora.safetensors")),
+        ("lightning", 8, ("unet", "ByteDance/SDXL-Lightning", "sdxl_lightning_8step_unet.safetensors")),
+        ("lcm", 4, ("distillation LoRA", "latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors")),
+        ("turbo", 4, ("unet", "stabilityai/sdxl-turbo", "unet/")),
+    ],
+)
 def test_hub_files_follow_spec_table(model, steps, expected):
     rows = files(model, steps)
     assert expected in rows
@@ -89,8 +93,11 @@ def test_faceid_tokens_are_the_mlp_alone(tiny_faceid):
 
 
 def test_lora_on_every_attention_projection_but_not_the_id_projections(tiny_plus):
-    n_attn2 = sum(1 for name in tiny_plus.unet.attn_processors
-                  if name.endswith("attn2.processor") and not name.startswith("encoder_hid_proj"))
+    n_attn2 = sum(
+        1
+        for name in tiny_plus.unet.attn_processors
+        if name.endswith("attn2.processor") and not name.startswith("encoder_hid_proj")
+    )
     table = lora_layers(tiny_plus.unet)
     projections = {"to_q": n_attn2, "to_k": n_attn2, "to_v": n_attn2, "to_out.0": n_attn2}
     assert table == {"attn1": projections, "attn2": projections}

@@ -1,4 +1,5 @@
 """`fastface demo` end to end on the tiny pipeline with a real identity."""
+
 import subprocess
 import sys
 
@@ -17,7 +18,19 @@ def test_demo_runs_all_variants(tmp_path):
 
 
 def test_cli_reports_bad_face_path(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "fastface_lite.cli", "demo", "--out", str(tmp_path),
-                             "--face", str(tmp_path / "nobody.jpg")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastface_lite.cli",
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--face",
+            str(tmp_path / "nobody.jpg"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     assert "nobody" in result.stderr

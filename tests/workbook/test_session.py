@@ -1,4 +1,5 @@
 """workbook.setup(): the mode, quiet libraries, seeds and figure saving every notebook relies on."""
+
 import random
 
 import numpy as np
@@ -53,13 +54,19 @@ def test_save_writes_a_png_without_timestamps(tmp_path):
 
 def test_generator_is_cpu_and_seeded():
     wb = Workbook(mode="tiny", device="cpu", dtype=torch.float32, seed=5, figures=repo_root(), on_colab=False)
-    assert torch.equal(torch.rand(3, generator=wb.generator()), torch.rand(3, generator=torch.Generator().manual_seed(5)))
-    assert torch.equal(torch.rand(3, generator=wb.generator(7)), torch.rand(3, generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(
+        torch.rand(3, generator=wb.generator()), torch.rand(3, generator=torch.Generator().manual_seed(5))
+    )
+    assert torch.equal(
+        torch.rand(3, generator=wb.generator(7)), torch.rand(3, generator=torch.Generator().manual_seed(7))
+    )
 
 
 def test_colab_badge_points_at_the_notebook():
     badge = colab_badge("03_guidance_schedules.ipynb", repo="me/fork")
-    assert badge.endswith("(https://colab.research.google.com/github/me/fork/blob/main/notebooks/03_guidance_schedules.ipynb)")
+    assert badge.endswith(
+        "(https://colab.research.google.com/github/me/fork/blob/main/notebooks/03_guidance_schedules.ipynb)"
+    )
 
 
 def test_identity_inputs_use_the_tiny_adapters_face_model(tiny_plus):

@@ -1,4 +1,5 @@
 """synthetic.py: a probability tensor shaped as AM sees it, with the face where it was put."""
+
 import pytest
 import torch
 

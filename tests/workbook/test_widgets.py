@@ -1,4 +1,5 @@
 """The notebook widgets, driven the way a browser would: set a control's value, read what shows."""
+
 import numpy as np
 import pytest
 import torch
@@ -37,8 +38,12 @@ def test_moving_a_slider_regenerates_with_that_weight(explorer, tiny_plus):
     assert "a [1.00, 1.50, 0.50, 1.00]" in explorer.summary.value and explorer.summary.value != before_summary
     assert explorer.images.value != before_image
     # what the explorer shows is what the pipeline gives for that config
-    out = tiny_plus(prompt=PROMPT, fastface=explorer.last.config, generator=torch.Generator().manual_seed(0),
-                    **random_id_inputs(tiny_plus).call_kwargs())
+    out = tiny_plus(
+        prompt=PROMPT,
+        fastface=explorer.last.config,
+        generator=torch.Generator().manual_seed(0),
+        **random_id_inputs(tiny_plus).call_kwargs(),
+    )
     assert np.array_equal(np.asarray(out.images[0]), np.asarray(explorer.last.images[0]))
     explorer.apply_preset("fastface-am1")
 
@@ -86,8 +91,9 @@ def test_rescale_and_dcg_type_reach_the_config(explorer):
 
 
 def test_rejected_config_keeps_the_last_images(tiny_plus):
-    explorer = SweepExplorer(tiny_plus, random_id_inputs(tiny_plus), PROMPT, seeds=(0,), preset="baseline",
-                             auto_update=False)
+    explorer = SweepExplorer(
+        tiny_plus, random_id_inputs(tiny_plus), PROMPT, seeds=(0,), preset="baseline", auto_update=False
+    )
     assert explorer.last is None and bytes(explorer.images.value) == b""  # nothing runs until asked
     explorer.regenerate()
     explorer.auto_update = True
@@ -114,8 +120,12 @@ def test_planned_evaluations_match_a_run(tiny_plus):
 def recorded(tiny_plus):
     inputs = random_id_inputs(tiny_plus)
     with ff.trace(tiny_plus) as tr:
-        image = tiny_plus(prompt=PROMPT, fastface=ff.FastFaceConfig.preset("fastface-am2"),
-                          generator=torch.Generator().manual_seed(0), **inputs.call_kwargs()).images[0]
+        image = tiny_plus(
+            prompt=PROMPT,
+            fastface=ff.FastFaceConfig.preset("fastface-am2"),
+            generator=torch.Generator().manual_seed(0),
+            **inputs.call_kwargs(),
+        ).images[0]
     return tr, image
 
 
