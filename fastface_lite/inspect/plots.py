@@ -85,7 +85,7 @@ def map_row(
     """
     arrays = {name: np.asarray(values, dtype=np.float32) for name, values in maps.items()}
     cols = len(arrays) + (difference is not None)
-    fig = Figure(figsize=(cols * CELL, CELL + 1.0), layout="constrained")
+    fig = Figure(figsize=(cols * CELL, CELL + 1.6), layout="constrained")
     axes = fig.subplots(1, cols, squeeze=False)[0]
     vmin = min(float(a.min()) for a in arrays.values())
     vmax = max(float(a.max()) for a in arrays.values())
@@ -99,7 +99,15 @@ def map_row(
         limit = symmetric_limit(values)
         diff = _draw(axes[-1], values, None, cmap=DIFF_CMAP, vmin=-limit, vmax=limit, alpha=1.0)
         axes[-1].set_title(name, fontsize=LABEL_SIZE)
-        fig.colorbar(diff, ax=axes[-1], location="bottom", shrink=0.9, label="signed difference")
+        fig.colorbar(
+            diff,
+            ax=axes[-1],
+            location="bottom",
+            shrink=0.9,
+            label="signed difference",
+            ticks=[-limit, 0, limit],
+            format="%.2g",
+        )
     if title:
         fig.suptitle(title, fontsize=TITLE_SIZE)
     return fig
@@ -381,9 +389,13 @@ def raw_vs_used(
         )
     label_grid(axes, blocks, ["raw (before AM)", "used (after AM)", "used − raw"])
     _colorbar(fig, shared, axes[:, :2].ravel().tolist(), "ID attention weight", location="bottom")
-    _colorbar(fig, diff, axes[:, 2].ravel().tolist(), "used − raw", location="bottom")
+    _colorbar(fig, diff, axes[:, 2].ravel().tolist(), "used − raw", location="bottom").set_ticks(
+        [-limit, 0, limit], labels=[f"{-limit:.2g}", "0", f"{limit:.2g}"]
+    )
     first = pairs[0][0]
-    fig.suptitle(f"{first.token} · {first.step} · branch {branch}: ID attention before and after AM", fontsize=TITLE_SIZE)
+    fig.suptitle(
+        f"{first.token} · {first.step} · branch {branch}: ID attention before and after AM", fontsize=TITLE_SIZE
+    )
     if path is not None:
         save_figure(fig, path)
     return fig

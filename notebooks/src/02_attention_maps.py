@@ -431,7 +431,7 @@ id_raw = tr.maps(kind="id", token=1, block="up_blocks.0", step=1, stage="raw")
 print(person, "\n", id_raw)
 fig, axes = plt.subplots(1, 3, figsize=(9, 3), layout="constrained")
 axes[0].imshow(image)
-axes[0].set_title(f"generated ({wb.mode} mode)", fontsize=8)
+axes[0].set_title(f"generated ({wb.mode} mode)", fontsize=10)
 axes[0].axis("off")
 person.plot_overlay(image, ax=axes[1], colorbar=True)
 id_raw.plot_overlay(image, ax=axes[2], colorbar=True)
@@ -476,8 +476,10 @@ fig
 # and their signed difference (a diverging scale centred at 0, limits from the data: red where AM
 # added weight, blue where it removed some). In `mid_block` AM is off, so used equals raw there
 # and the difference is zero; in the down and up blocks the adaptive softmask and the scale have
-# rewritten the map. In tiny mode the pattern is noise; in full mode the difference should be red
-# on the face for tokens 1-3 (AM adds weight there) and, for token 0, on the background.
+# rewritten the map. In tiny mode the pattern is noise, and the difference is red at every
+# position of the AM blocks: at step 1 the scale s = 1.55 multiplies every weight, so AM adds
+# weight everywhere, more where the mask is high. In full mode the difference should be deepest
+# red on the face for tokens 1-3 and, for token 0, on the background.
 
 # %%
 fig = raw_vs_used(tr, token=1, image=backdrop, step=1)
