@@ -42,7 +42,7 @@ print(wb.describe())
 #
 # Distilled SDXL models sample in 1 to 8 steps instead of 25 to 50. They keep SDXL's architecture
 # and noise schedule and change the weights and the sampler. `fastface_lite.method.checkpoints.CHECKPOINTS`
-# holds one entry per model (the table of SPEC §1):
+# holds one entry per model (the table of [docs/method.md §3](../docs/method.md#3-the-setting-models-adapters-and-id-inputs)):
 #
 # * **how** the weights enter the SDXL base pipeline: a distillation LoRA fused into the UNet
 #   (`lora`: Hyper-SD, LCM), a whole UNet state dict in one file (`unet_file`: Lightning), a
