@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SOURCES = sorted((NOTEBOOKS / "src").glob("[0-9][0-9]_*.py"))
 EXPECTED = [
+    "00_why_fastface",
     "01_loading_adapters",
     "02_attention_maps",
     "03_guidance_schedules",
@@ -36,7 +37,7 @@ def _builder():
     return module
 
 
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     assert [p.stem for p in SOURCES] == EXPECTED
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
 

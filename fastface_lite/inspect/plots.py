@@ -1,10 +1,22 @@
 """Plots of recorded attention maps (see :mod:`fastface_lite.inspect.trace`).
 
 Every function builds a ``matplotlib.figure.Figure`` directly (no pyplot state, so nothing piles
-up in loops or tests) and returns it; Jupyter displays a returned figure. One colour scale per
-figure, so cells of a grid compare by colour; every panel title says token, block, step and branch.
-A grid cell with nothing recorded (a branch that step did not evaluate) says "not evaluated"; a
-token or block recorded at no step raises :class:`~fastface_lite.errors.NothingRecorded`.
+up in loops or tests) and returns it; Jupyter displays a returned figure. A grid cell with nothing
+recorded (a branch that step did not evaluate) says "not evaluated"; a token or block recorded at
+no step raises :class:`~fastface_lite.errors.NothingRecorded`.
+
+Figure conventions, shared by every plot here and by the notebooks' own figures (import the
+constants and helpers below rather than picking colours per cell):
+
+* maps use a perceptually uniform sequential colormap (:data:`MAP_CMAP`, never jet: jet's bright
+  bands invent edges that are not in the data);
+* signed differences use a diverging colormap (:data:`DIFF_CMAP`) centred at 0 with symmetric
+  limits taken from the data (:func:`symmetric_limit`), so white means "no change";
+* panels that share a scale share one colorbar, placed once per row or under the panels, never
+  between columns;
+* grids name their rows and columns once (:func:`label_grid`) instead of repeating a two-line
+  title on every panel; one short suptitle says what the whole figure shows;
+* fonts: :data:`TITLE_SIZE` for titles, :data:`LABEL_SIZE` for labels, legible at the saved size.
 
     tr.maps(kind="text", token="reading").plot_overlay(image)
     token_step_grid(tr, ["person", "reading"], image, path="figures/tokens.png")
@@ -26,6 +38,79 @@ from matplotlib.figure import Figure
 from fastface_lite.errors import NothingRecorded
 
 CELL = 2.4  # inches per panel
+MAP_CMAP = "magma"  # attention maps and other non-negative quantities: perceptually uniform
+DIFF_CMAP = "RdBu_r"  # signed differences: red = more, blue = less, white = 0
+TITLE_SIZE = 11
+LABEL_SIZE = 10
+
+
+def symmetric_limit(*arrays) -> float:
+    """The largest |value| over ``arrays`` (tensors or arrays), for a diverging scale centred at 0.
+
+    Never 0 (a tiny positive number instead), so an all-zero difference still gets a valid scale.
+    """
+    largest = max(float(np.abs(np.asarray(a, dtype=np.float64)).max()) for a in arrays)
+    return largest or 1e-12
+
+
+def label_grid(axes, row_labels: Sequence[str] = (), col_labels: Sequence[str] = ()) -> None:
+    """Name the rows (y label of the first column) and the columns (title of the top row) once.
+
+    ``axes``: a 2-D array of Axes (``squeeze=False``).
+    """
+    for ax, label in zip(axes[:, 0], row_labels, strict=False):
+        ax.set_ylabel(label, fontsize=LABEL_SIZE)
+    for ax, label in zip(axes[0, :], col_labels, strict=False):
+        ax.set_title(label, fontsize=LABEL_SIZE)
+
+
+def map_row(
+    maps: dict,
+    *,
+    difference: tuple[str, object] | None = None,
+    label: str = "value",
+    title: str = "",
+    cmap: str = MAP_CMAP,
+) -> Figure:
+    """One row of 2-D maps on one shared scale, and optionally a signed difference beside them.
+
+    Args:
+        maps: column title -> (H, W) array or tensor; all share one sequential colour scale.
+        difference: (column title, (H, W) array) drawn on :data:`DIFF_CMAP`, centred at 0 with
+            limits from the data.
+        label: what the values are (the shared colorbar's label).
+        title: one line over the figure.
+    Returns:
+        the figure, colorbars under their panels.
+    """
+    arrays = {name: np.asarray(values, dtype=np.float32) for name, values in maps.items()}
+    cols = len(arrays) + (difference is not None)
+    fig = Figure(figsize=(cols * CELL, CELL + 1.6), layout="constrained")
+    axes = fig.subplots(1, cols, squeeze=False)[0]
+    vmin = min(float(a.min()) for a in arrays.values())
+    vmax = max(float(a.max()) for a in arrays.values())
+    for ax, (name, values) in zip(axes, arrays.items(), strict=False):
+        shown = _draw(ax, values, None, cmap=cmap, vmin=vmin, vmax=vmax, alpha=1.0)
+        ax.set_title(name, fontsize=LABEL_SIZE)
+    fig.colorbar(shown, ax=list(axes[: len(arrays)]), location="bottom", shrink=0.8, label=label)
+    if difference is not None:
+        name, values = difference
+        values = np.asarray(values, dtype=np.float32)
+        limit = symmetric_limit(values)
+        diff = _draw(axes[-1], values, None, cmap=DIFF_CMAP, vmin=-limit, vmax=limit, alpha=1.0)
+        axes[-1].set_title(name, fontsize=LABEL_SIZE)
+        fig.colorbar(
+            diff,
+            ax=axes[-1],
+            location="bottom",
+            shrink=0.9,
+            label="signed difference",
+            ticks=[-limit, 0, limit],
+            format="%.2g",
+        )
+    if title:
+        fig.suptitle(title, fontsize=TITLE_SIZE)
+    return fig
 
 
 def to_rgb(image) -> np.ndarray:
@@ -73,7 +158,7 @@ def plot_overlay(
     ax=None,
     *,
     alpha: float = 0.55,
-    cmap: str = "jet",
+    cmap: str = MAP_CMAP,
     vmin: float | None = None,
     vmax: float | None = None,
     title: str | None = None,
@@ -89,7 +174,7 @@ def plot_overlay(
     rgb = None if image is None else to_rgb(image)
     values = heatmap.to_numpy()
     shown = _draw(ax, values, rgb, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha if rgb is not None else 1.0)
-    ax.set_title(title if title is not None else _cell_title(heatmap), fontsize=8)
+    ax.set_title(title if title is not None else _cell_title(heatmap), fontsize=LABEL_SIZE)
     if colorbar:
         bar = ax.figure.colorbar(shown, ax=ax, shrink=0.8)
         bar.solids.set_alpha(1.0)  # the overlay is translucent; its scale should not be
@@ -125,14 +210,24 @@ def save_figure(fig: Figure, path, dpi: int = 100) -> Path:
     return path
 
 
-def _colorbar(fig: Figure, shown, axes, label: str):
-    bar = fig.colorbar(shown, ax=axes, shrink=0.8, label=label)
+def _colorbar(fig: Figure, shown, axes, label: str, location: str = "right"):
+    bar = fig.colorbar(shown, ax=axes, shrink=0.8, label=label, location=location)
     bar.solids.set_alpha(1.0)  # the overlay is translucent; its scale should not be
     return bar
 
 
-def _grid(cells: list[list], rgb, suptitle: str, path, cmap: str = "jet", alpha: float = 0.55) -> Figure:
-    """Rows x cols panels of HeatMaps (None = not evaluated) on one colour scale, one colorbar."""
+def _grid(
+    cells: list[list],
+    rgb,
+    suptitle: str,
+    path,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    cmap: str = MAP_CMAP,
+    alpha: float = 0.55,
+) -> Figure:
+    """Rows x cols panels of HeatMaps (None = not evaluated) on one colour scale, one colorbar,
+    rows and columns labelled once."""
     if not cells:
         raise ValueError("nothing to plot: give at least one token or block")
     rows, cols = len(cells), len(cells[0])
@@ -146,13 +241,16 @@ def _grid(cells: list[list], rgb, suptitle: str, path, cmap: str = "jet", alpha:
         for c, hm in enumerate(row):
             ax = axes[r, c]
             if hm is None:
-                ax.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                ax.text(
+                    0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes, fontsize=LABEL_SIZE
+                )
                 ax.set_xticks([])
                 ax.set_yticks([])
                 continue
-            shown = plot_overlay(hm, rgb, ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha).images[-1]
+            shown = plot_overlay(hm, rgb, ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha, title="").images[-1]
+    label_grid(axes, row_labels, col_labels)
     _colorbar(fig, shown, axes.ravel().tolist(), "attention weight")
-    fig.suptitle(suptitle, fontsize=10)
+    fig.suptitle(suptitle, fontsize=TITLE_SIZE)
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -207,8 +305,15 @@ def token_step_grid(
     branch = _branch(tr, branch)
     steps = list(tr.steps if steps is None else steps)
     cells = _cells(tr, [dict(token=t) for t in tokens], steps, kind=kind, block=block, branch=branch, stage=stage)
+    where = "all blocks" if block is None else str(block)
+    stage_note = f" · {stage}" if kind == "id" else ""
     return _grid(
-        cells, None if image is None else to_rgb(image), f"{kind} attention by token and step · branch {branch}", path
+        cells,
+        None if image is None else to_rgb(image),
+        f"{kind} attention by token (rows) and step (columns) · {where} · branch {branch}{stage_note}",
+        path,
+        [f"token {t}" if isinstance(t, int) else repr(t) for t in tokens],
+        [f"step {s}" for s in steps],
     )
 
 
@@ -232,8 +337,14 @@ def block_step_grid(
     blocks = list(tr.blocks if blocks is None else blocks)
     steps = list(tr.steps if steps is None else steps)
     cells = _cells(tr, [dict(block=b) for b in blocks], steps, kind=kind, token=token, branch=branch, stage=stage)
+    stage_note = f" · {stage}" if kind == "id" else ""
     return _grid(
-        cells, None if image is None else to_rgb(image), f"{kind} attention by block and step · branch {branch}", path
+        cells,
+        None if image is None else to_rgb(image),
+        f"{kind} token {token!r} by block (rows) and step (columns) · branch {branch}{stage_note}",
+        path,
+        list(blocks),
+        [f"step {s}" for s in steps],
     )
 
 
@@ -251,8 +362,9 @@ def raw_vs_used(
     """ID attention before AM (raw), after it (used) and their difference, one row per block.
 
     Raw and used share one colour scale; the difference (used - raw) has its own, symmetric
-    around 0 (red: AM added attention, blue: removed). Non-target blocks show a zero difference.
-    Returns a figure with 3 x len(blocks) panels plus two colorbar axes.
+    around 0 with limits from the data (red: AM added attention, blue: removed). Non-target blocks
+    show a zero difference. Rows are labelled with the block, columns once; both colorbars sit
+    under their columns. Returns a figure with 3 x len(blocks) panels plus two colorbar axes.
     """
     branch = _branch(tr, branch)
     blocks = list(tr.blocks if blocks is None else blocks)
@@ -266,19 +378,24 @@ def raw_vs_used(
     ]
     vmin = min(min(float(r.values.min()), float(u.values.min())) for r, u in pairs)
     vmax = max(max(float(r.values.max()), float(u.values.max())) for r, u in pairs)
-    limit = max(float((u.values - r.values).abs().max()) for r, u in pairs) or 1e-12
-    fig = Figure(figsize=(3 * CELL + 1.6, len(blocks) * (CELL + 0.3) + 0.4), layout="constrained")
+    limit = symmetric_limit(*[(u.values - r.values).numpy() for r, u in pairs])
+    fig = Figure(figsize=(3 * CELL + 0.6, len(blocks) * CELL + 1.4), layout="constrained")
     axes = fig.subplots(len(blocks), 3, squeeze=False)
     for row, (raw, used) in enumerate(pairs):
-        shared = plot_overlay(raw, rgb, ax=axes[row, 0], vmin=vmin, vmax=vmax, alpha=alpha).images[-1]
-        plot_overlay(used, rgb, ax=axes[row, 1], vmin=vmin, vmax=vmax, alpha=alpha)
+        shared = plot_overlay(raw, rgb, ax=axes[row, 0], vmin=vmin, vmax=vmax, alpha=alpha, title="").images[-1]
+        plot_overlay(used, rgb, ax=axes[row, 1], vmin=vmin, vmax=vmax, alpha=alpha, title="")
         diff = _draw(
-            axes[row, 2], (used.values - raw.values).numpy(), None, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=1.0
+            axes[row, 2], (used.values - raw.values).numpy(), None, cmap=DIFF_CMAP, vmin=-limit, vmax=limit, alpha=1.0
         )
-        axes[row, 2].set_title(_cell_title(raw).replace(" · raw", " · used − raw"), fontsize=8)
-    _colorbar(fig, shared, axes[:, :2].ravel().tolist(), "ID attention weight")
-    _colorbar(fig, diff, axes[:, 2].ravel().tolist(), "used − raw")
-    fig.suptitle(f"ID attention before (raw) and after (used) AM · branch {branch}", fontsize=10)
+    label_grid(axes, blocks, ["raw (before AM)", "used (after AM)", "used − raw"])
+    _colorbar(fig, shared, axes[:, :2].ravel().tolist(), "ID attention weight", location="bottom")
+    _colorbar(fig, diff, axes[:, 2].ravel().tolist(), "used − raw", location="bottom").set_ticks(
+        [-limit, 0, limit], labels=[f"{-limit:.2g}", "0", f"{limit:.2g}"]
+    )
+    first = pairs[0][0]
+    fig.suptitle(
+        f"{first.token} · {first.step} · branch {branch}: ID attention before and after AM", fontsize=TITLE_SIZE
+    )
     if path is not None:
         save_figure(fig, path)
     return fig

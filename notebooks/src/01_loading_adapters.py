@@ -3,6 +3,12 @@
 #
 # What a FastFace pipeline is made of, and what one call of it computes.
 #
+# FastFace (S. Karpukhin, V. Titov, A. Kuznetsov, A. Alanov, 2025): paper
+# [arXiv 2505.21144](https://arxiv.org/abs/2505.21144), reference code
+# [github.com/ControlGenAI/FastFace](https://github.com/ControlGenAI/FastFace). Why the method
+# exists and a diagram of it: notebook 00. Every term used here (ArcFace, perceiver resampler,
+# h94, LoRA, UNet evaluation, ...) is defined in the [glossary, docs/method.md §16](../docs/method.md#16-glossary).
+#
 # * **The distilled presets**: SDXL base and four few-step versions of it (Hyper-SD, Lightning,
 #   LCM, Turbo), each with its scheduler, step counts, image size and default guidance.
 # * **Loading**: what `load_pipeline(model, steps, adapter)` reads from the hub in full mode, and
@@ -17,6 +23,12 @@
 # noise**. Full mode (Colab, GPU) loads the real weights from the hub (over 10 GB on the first
 # run): the same cells then print SDXL's real sizes (512-d ArcFace identity, 2048-d tokens) and
 # the images show the person.
+#
+# **Runtime.** About 30 s in tiny mode on a 2-core CPU. Full mode: the first run downloads the
+# weights (over 10 GB: several minutes on Colab), then the notebook generates a dozen 4-step
+# images; at SDXL's size one takes 0.6-1.0 s of UNet time on an H200 (README's benchmark). No T4
+# was measured; with model CPU offload (on by default under 20 GiB) expect tens of seconds per
+# image there, a few minutes for the notebook after the download.
 
 # %%
 import fastface_lite as ff
@@ -30,7 +42,7 @@ print(wb.describe())
 #
 # Distilled SDXL models sample in 1 to 8 steps instead of 25 to 50. They keep SDXL's architecture
 # and noise schedule and change the weights and the sampler. `fastface_lite.method.checkpoints.CHECKPOINTS`
-# holds one entry per model (the table of SPEC §1):
+# holds one entry per model (the table of [docs/method.md §3](../docs/method.md#3-the-setting-models-adapters-and-id-inputs)):
 #
 # * **how** the weights enter the SDXL base pipeline: a distillation LoRA fused into the UNet
 #   (`lora`: Hyper-SD, LCM), a whole UNet state dict in one file (`unet_file`: Lightning), a
@@ -131,8 +143,12 @@ print(
 )
 
 # %% [markdown]
-# In full mode the UNet has 2.6 billion parameters and `cross_attention_dim` is 2048 (the two text
-# encoders' 768 + 1280 hidden states side by side); the tiny UNet has about 9 million and 64.
+# In full mode SDXL's own UNet has 2.6 billion parameters; the `unet` row above then counts
+# **3.3 billion**, because loading the adapter adds its modules to the UNet (the ID projection and
+# resampler, `to_k_ip`/`to_v_ip` in every `attn2`, and the FaceID LoRA): 3.311 B measured at full
+# size (`bench/results/h200_full_size_memory.md`). `cross_attention_dim` is 2048 (the two text
+# encoders' 768 + 1280 hidden states side by side); the tiny UNet has about 9 million parameters
+# and 64.
 #
 # **GPU memory (full mode).** Measured on full-size shapes in fp16 at 1024 px (`bench/full_size.py`):
 # the weights of SDXL + Plus v2 (UNet with the adapter, both text encoders, ViT-H, VAE) take
@@ -156,8 +172,11 @@ print(
 #
 # The identity comes from a face model run on a real photo: insightface `buffalo_l` (512-d
 # ArcFace, what the adapters were trained on) in full mode, dlib's 128-d descriptor in tiny mode
-# (the tiny adapter takes 128-d). Plus v2 also needs the face **aligned** to ArcFace's template at
-# 224 px for CLIP. Like the reference implementation we pass CLIP the crop in **BGR** channel
+# (the tiny adapter takes 128-d). Plus v2 also needs the face **aligned** to ArcFace's template (the
+# five reference points of an aligned face: eye centres, nose tip, mouth corners; a similarity
+# transform maps the detected face's five keypoints onto them) at 224 px for CLIP. A *perceiver
+# resampler* (table above) is a small stack of cross-attention layers in which a fixed number of
+# query tokens, here the 4 ID tokens, read from a longer sequence, here CLIP's 257 hidden states. Like the reference implementation we pass CLIP the crop in **BGR** channel
 # order (what insightface works in): a quirk, kept for fidelity.
 
 # %%
@@ -499,5 +518,52 @@ plt.show()
 print("mean |change| from the baseline, per variant:", {name: round(float(c.mean()), 3) for name, c in change.items()})
 
 # %% [markdown]
+# ## Exercises
+#
+# **1.** AM2's adaptive softmask normalises over the whole three-branch batch, which is why `am2`
+# needs 12 UNet evaluations on Hyper-SD. With `normalize_per_branch=True` each branch is normalised
+# alone. How many evaluations per 4-step image then?
+
+# %%
+my_am2_per_branch = None  # your prediction: a whole number
+
+# %%
+from dataclasses import replace
+
+from fastface_lite.method.branches import planned_evaluations
+from fastface_lite.workbook.exercises import check
+
+per_branch = configs["am2"].replace(attention=replace(configs["am2"].attention, normalize_per_branch=True))
+check(
+    my_am2_per_branch,
+    planned_evaluations(per_branch, model_timesteps("hyper", 4)),
+    "UNet evaluations of am2 with per-branch normalisation",
+    why="Without the coupling only guidance decides, and at a = b = 1 it reads e_ti alone: 1 per step.",
+)
+
+# %% [markdown]
+# **2.** The last comparison above ran FastFace-AM1 with `evaluate_all_branches=True`. How many
+# UNet evaluations did that call report?
+
+# %%
+my_all_branches = None  # your prediction: a whole number
+
+# %%
+check(
+    my_all_branches,
+    full.unet_evaluations,
+    "UNet evaluations of fastface-am1 with all branches",
+    why="3 branches at each of 4 steps, what the reference always runs; the package's default skips 2.",
+)
+
+# %% [markdown]
+# ## What to try next
+#
+# * Load `adapter="faceid"` instead of Plus v2 and compare the ID-token parts (no CLIP crop).
+# * Try `model="lcm"` (default weight 1.5): the baseline then needs 8 evaluations, not 4. Why?
+#   (Notebook 00's cheat sheet.)
+# * In full mode, change the prompt of the six-variant cell and look at which variant keeps the
+#   face best.
+#
 # **Next**: notebook 02 looks at where the text and ID tokens attend, and what attention
 # manipulation does to the ID maps; notebook 03 sweeps the guidance schedule.

@@ -7,16 +7,29 @@
 # with its own weight per step. This notebook teaches:
 #
 # * the three branches of DCG and how the three DCG types combine them;
+# * **DCG type 3 with rescale written out by hand**, checked against the package;
 # * the two guidance terms, and their size (Frobenius norm) at each step of a real run;
 # * renorm and rescale, and what each costs in UNet evaluations;
-# * the schedule shapes a weight can follow over the timesteps;
-# * an **interactive sweep**: per-step `a` and `b` sliders, schedule shape, rescale phi, DCG type
+# * the schedule shapes a weight can follow over the timesteps, with their formulas;
+# * an **interactive sweep**: per-step `a` and `b` sliders, schedule shape, rescale φ, DCG type
 #   and preset buttons, regenerating a small grid and the norm plot.
+#
+# Why guidance is needed at all, and the diagram of the three-branch batch: notebook 00. Letters
+# follow [docs/method.md §2](../docs/method.md#2-notation-one-letter-per-meaning) (one letter per
+# meaning); terms are defined in the [glossary, §16](../docs/method.md#16-glossary).
 #
 # **Mode.** Tiny (default on a CPU): a random-weight SDXL twin, so the images are noise and the
 # norms are those of random networks, but every number of evaluations, every weight and every
 # formula is the real one. Full (a GPU, e.g. Colab): the same cells on the real Hyper-SD 4-step
-# model with FaceID Plus v2; the grid then shows how the identity strengthens with `b`.
+# model with FaceID Plus v2. There the grid shows the identity strengthen as `a` (the weight of the
+# identity term, below) grows, and the prompt's content (the park, the book) strengthen with `b`;
+# too much of either over-saturates colours, which the rescale φ holds back.
+#
+# **Runtime.** About 30 s in tiny mode on a 2-core CPU. Full mode: the first run downloads the
+# weights (over 10 GB, several minutes on Colab); then each slider move of the sweep (two seeds,
+# norms recorded: 12 UNet evaluations per image) took 2.8 s at SDXL's size on an H200
+# (`bench/results/h200_sweep_sdxl.md`, without the full-size VAE decode). No T4 was measured; with
+# roughly a tenth of an H200's fp16 compute, expect tens of seconds per move there.
 
 # %%
 from fastface_lite.workbook.session import setup
@@ -51,9 +64,11 @@ PROMPT = "a photo of a person reading in a park"
 #
 # $$\epsilon = \epsilon_u + a\,(\epsilon_{i} - \epsilon_u) + b\,(\epsilon_{ti} - \epsilon_{i})$$
 #
-# term 1 ($\epsilon_i - \epsilon_u$) pulls toward the identity, term 2 ($\epsilon_{ti} - \epsilon_i$)
-# adds what the text brings on top of the identity. With `a = b = 1` the formula collapses to
-# $\epsilon_{ti}$ alone: one branch, no guidance, which is the baseline.
+# term 1 ($\epsilon_i - \epsilon_u$, weighted by **a**) pulls toward the identity, term 2
+# ($\epsilon_{ti} - \epsilon_i$, weighted by **b**) adds what the text brings on top of the identity.
+# With `a = b = 1` the formula collapses to $\epsilon_{ti}$ alone: one branch, no guidance, which is
+# the baseline. (Here ε is the noise prediction written e in docs/method.md; subscripts u, t, i, ti:
+# unconditional, text, ID, text + ID.)
 
 # %%
 rows = []
@@ -65,9 +80,11 @@ for dcg_type in (1, 2, 3):
 pd.DataFrame(rows).pivot(index="DCG type", columns="branch", values="name")
 
 # %% [markdown]
-# Every type is linear in the branches, $\epsilon = c_0\epsilon_0 + c_1\epsilon_1 + c_2\epsilon_2$.
-# A branch whose coefficient is zero need not be evaluated, which is where the savings come from.
-# The FastFace presets use per-step weights `a = [1, 1.5, 1.5, 1]`, `b = [1, 3, 3, 1]`:
+# Every type is linear in the branches, $\epsilon = \lambda_0\epsilon_0 + \lambda_1\epsilon_1 + \lambda_2\epsilon_2$
+# (for type 3, $\lambda = (1 - a,\ a - b,\ b)$). A branch whose coefficient is zero need not be
+# evaluated, which is where the savings come from. The FastFace presets use per-step weights
+# `a = [1, 1.5, 1.5, 1]`, `b = [1, 3, 3, 1]` (columns λ0-λ2 below; the timestep t runs from 999 at
+# the first step down to 249 at the last):
 
 # %%
 cfg = ff.FastFaceConfig.preset("fastface-am1")
@@ -82,9 +99,9 @@ for step, t in enumerate(timesteps):
             "timestep": t,
             "a": a,
             "b": b,
-            "c0 (uncond)": c[0],
-            "c1 (id)": c[1],
-            "c2 (text+id)": c[2],
+            "λ0 (uncond)": c[0],
+            "λ1 (id)": c[1],
+            "λ2 (text+id)": c[2],
             "branches read": guidance.needed_branches(step, t, cfg.guidance),
         }
     )
@@ -92,15 +109,52 @@ pd.DataFrame(table).set_index("step")
 
 # %% [markdown]
 # At steps 0 and 3 `a = b = 1`: only $\epsilon_{ti}$ has a nonzero coefficient, but the preset's
-# rescale (phi = 0.75, below) also reads the ID branch, so two branches run. Steps 1 and 2 need all
+# rescale (φ = 0.75, below) also reads the ID branch, so two branches run. Steps 1 and 2 need all
 # three: 2 + 3 + 3 + 2 = 10 UNet evaluations per image instead of 12.
+#
+# ## DCG type 3 with rescale, by hand
+#
+# The whole guidance step is a few lines. After combining, the **rescale** (the idea of CFG
+# rescale, Lin et al. 2023, [arXiv 2305.08891](https://arxiv.org/abs/2305.08891)) compares the
+# spread of the result with the spread of the two conditioned branches, per image over (C, H, W)
+# with the unbiased standard deviation, and moves the result part of the way (φ) to match:
+#
+# $$e = e_u + a(e_i - e_u) + b(e_{ti} - e_i),\quad f = \frac{\mathrm{std}(e_i) + \mathrm{std}(e_{ti})}{2\,\mathrm{std}(e)},\quad e \leftarrow e\,(\varphi f + 1 - \varphi)$$
+#
+# Below, the same three random branch tensors (2 images, the tiny model's latent shape) go through
+# the hand-written lines and through the package's `dcg.guide` at step 1 of the preset
+# (a = 1.5, b = 3, φ = 0.75). Both are float32 but sum in a different order, so they are compared
+# with a tolerance of 1e-5 (relative) and 1e-6 (absolute), not bit for bit.
+
+# %%
+import torch
+
+generator = torch.Generator().manual_seed(0)
+e_u, e_i, e_ti = torch.randn(3, 2, 4, 32, 32, generator=generator)  # branches, images, C, H, W
+step, t = 1, timesteps[1]
+a, b = guidance.weights_at(step, t, cfg.guidance)
+phi = cfg.guidance.rescale
+
+e = e_u + a * (e_i - e_u) + b * (e_ti - e_i)  # type 3
+dims = (1, 2, 3)  # per image: over channels, height, width
+f = (e_i.std(dim=dims, keepdim=True) + e_ti.std(dim=dims, keepdim=True)) / (2 * e.std(dim=dims, keepdim=True))
+by_hand = e * (phi * f + (1 - phi))
+
+package = guidance.guide(torch.cat([e_u, e_i, e_ti]), step, t, cfg.guidance)
+torch.testing.assert_close(by_hand, package, rtol=1e-5, atol=1e-6)
+print(f"a = {a}, b = {b}, φ = {phi}: rescale factor f per image {f.flatten().numpy()} -> hand-written = package")
 
 # %% [markdown]
 # ## The guidance terms, step by step
 #
-# `record_norms=True` keeps the Frobenius norm of every branch and of both terms at each step
-# (it evaluates all three branches to do so). In a distilled model the first step carries most of
-# the change, and term 2 is smaller than term 1: how much smaller is what the schedules tune.
+# `record_norms=True` keeps the Frobenius norm (the square root of the sum of squares of every entry)
+# of each branch's noise prediction and of both **unweighted** terms, e_i − e_u and e_ti − e_i, at
+# each step: whole tensors of shape (1, 4, 32, 32) in tiny mode, (1, 4, 128, 128) in full mode, so
+# the numbers have no unit and grow with the latent's size (a unit-variance tensor of 4096 entries
+# has norm 64). Recording evaluates all three branches. In a distilled model the first step carries
+# most of the change, and term 2 is smaller than term 1: how much smaller is what the schedules tune.
+# In tiny mode the values are those of a random UNet; in full mode the same table shows the real
+# ratio of the text term to the identity term, which is what `b` has to compensate.
 
 # %%
 recording = cfg.replace(guidance=replace(cfg.guidance, record_norms=True))
@@ -112,7 +166,12 @@ norms
 fig, ax = plt.subplots(figsize=(4.5, 2.8))
 for column, marker in (("term1", "o"), ("term2", "s")):
     ax.plot(norms.index, norms[column], marker=marker, label=column)
-ax.set(xlabel="step", ylabel="Frobenius norm", xticks=norms.index, title="DCG terms per step (fastface-am1)")
+ax.set(
+    xlabel="step (sampling order)",
+    ylabel="Frobenius norm of the term",
+    xticks=norms.index,
+    title="unweighted DCG terms per step (fastface-am1)",
+)
 ax.legend()
 path = wb.save(fig, "03_term_norms")
 
@@ -121,9 +180,10 @@ path = wb.save(fig, "03_term_norms")
 #
 # * **renorm** scales term 2 to the norm of term 1 before weighting it, so `b` means "as strong
 #   as term 1 times b" whatever the step. It reads all three branches at every step.
-# * **rescale** (phi) pulls the standard deviation of the guided prediction back toward that of
-#   $\epsilon_{ti}$, the fix for over-saturation at high weights known from CFG; it reads branches 1
-#   and 2. The FastFace presets use phi = 0.75.
+# * **rescale** (φ) pulls the standard deviation of the guided prediction back toward the mean of
+#   those of $\epsilon_i$ and $\epsilon_{ti}$ (the cell by hand above), the fix for
+#   over-saturation at high weights known from CFG; it reads branches 1 and 2. The FastFace presets
+#   use φ = 0.75.
 #
 # Each feature has a price in UNet evaluations per 4-step image; the pipeline only runs what the
 # config reads:
@@ -146,8 +206,13 @@ pd.Series(
 # ## Schedule shapes
 #
 # Instead of one value per step, a weight can follow a shape of the timestep t (T = 1000), defined
-# for any number of steps. Below: every shape with base weight w = 1 (floor c = 0.5, power s = 2
-# where a shape takes them), and the four timesteps the Hyper-SD 4-step model visits.
+# for any number of steps. Below: every shape with base weight g = 1 (floor m = 0.5, bend exponent
+# γ = 2 where a shape takes them; in code `weight=`, `c=` and `s=`), and the four timesteps the
+# Hyper-SD 4-step model visits. The formula of every shape is in the table of
+# [docs/method.md §5](../docs/method.md#5-guidance-schedules-a-and-b-over-the-steps); for example
+# `pcs` ("power cosine") is 0.5 g (1 − cos(π ((T − t)/T)^γ)), `capshape` is g (1 − t/T) for
+# t > T/2 and g t/T below, and `ccshape` is `capshape` floored at m. The x axis runs from t = 999 to
+# 0, **in sampling order**: the first step is on the left.
 
 # %%
 t_axis = np.linspace(0, 999, 200)
@@ -156,11 +221,16 @@ for ax, name in zip(axes.flat, TIMESTEP_SHAPES):
     schedule = WeightSchedule(name, weight=1.0, c=0.5, s=2.0)
     ax.plot(t_axis, [schedule.at(0, t) for t in t_axis])
     ax.plot(timesteps, [schedule.at(0, t) for t in timesteps], "o", color="C3")
-    ax.set_title(name, fontsize=9)
-for ax in axes.flat[len(TIMESTEP_SHAPES) :]:
-    ax.axis("off")
-for ax in axes[-1]:
-    ax.set_xlabel("timestep t")
+    ax.set_title(name, fontsize=10)
+axes[0, 0].invert_xaxis()  # shared x: sampling runs from t = 999 (left) to t = 0 (right)
+for index, ax in enumerate(axes.flat):
+    if index >= len(TIMESTEP_SHAPES):
+        ax.axis("off")
+    elif index + axes.shape[1] >= len(TIMESTEP_SHAPES):  # lowest panel of its column: label the axis
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.set_xlabel("timestep t (sampling →)")
+for ax in axes[:, 0]:
+    ax.set_ylabel("weight (g = 1)")
 fig.tight_layout()
 path = wb.save(fig, "03_schedule_shapes")
 
@@ -186,7 +256,9 @@ except ff.ConfigError as error:
 # %% [markdown]
 # ## Interactive sweep
 #
-# Move a slider and the grid (one image per seed) and the plot regenerate. **preset** sets every
+# Move a slider and the grid (one image per seed) and the plot regenerate: each move runs the
+# pipeline again, about 1 s per move in tiny mode here, 2.8 s at SDXL's size on an H200 and
+# presumably tens of seconds on a T4 (not measured). **preset** sets every
 # control from a variant (its attention settings stay for the whole sweep); **schedule** switches
 # from per-step sliders (`custom`) to a timestep shape driven by the `a`/`b` base weights, and
 # the per-step sliders then show what the shape gives. The summary states the UNet evaluations per
@@ -206,7 +278,16 @@ explorer.b_steps[2].value = 5.0
 result = explorer.last
 print("a, b per step:", [(round(a, 2), round(b, 2)) for a, b in result.weights])
 print("UNet evaluations per image:", result.planned)
-print("term 2 norm per step:", [round(n["term2"], 3) for n in result.norms])
+print("unweighted term 2 norm per step:", [round(n["term2"], 3) for n in result.norms])
+print("weighted, b × norm:", [round(b * n["term2"], 3) for (_, b), n in zip(result.weights, result.norms)])
+
+# %% [markdown]
+# The unweighted norms did not move, and that is not a broken slider: `b` multiplies term 2 *after*
+# it is measured, so the step where b changed cannot show it. What b changes is the weighted term
+# (second line: 5/3 of the preset's at steps 1 and 2) and, through it, the latent that later steps
+# start from. Steps 2 and 3 do see a different latent, but the tiny random UNet barely responds to
+# its input, so their norms agree to 3 decimals. In full mode the later norms and the images change
+# visibly; the sweep's grid is where to look.
 
 # %%
 explorer.shape.value = "pcs"
@@ -214,11 +295,67 @@ explorer.power.value = 2.0
 print("pcs schedule, a and b per step:", [(round(a, 3), round(b, 3)) for a, b in explorer.last.weights])
 print("UNet evaluations per image:", explorer.last.planned)
 
+# %% [markdown]
+# `pcs` is 0 at t = 999, so the first step has a = b = 0: λ = (1, 0, 0), a **purely
+# unconditional** first step (neither the prompt nor the face shapes it). Why then 12 evaluations?
+# The rescale (φ = 0.75) reads branches 1 and 2 at every step, and at the later steps a and b are
+# small but not 0, so λ0 = 1 − a ≠ 0 keeps e_u: three branches at each of the four steps. A schedule
+# that is 0 at the first step is the trap of
+# [docs/method.md §5](../docs/method.md#5-guidance-schedules-a-and-b-over-the-steps): use a clamped
+# shape (floor m) to keep the conditions in from the start.
+
 # %%
 explorer.apply_preset("fastface-am1")  # back to the preset (the sliders above are live again)
-path = wb.save(schedule_and_norms(explorer.last.weights, explorer.last.norms), "03_sweep")
+fig = schedule_and_norms(explorer.last.weights, explorer.last.norms)
+path = wb.save(fig, "03_sweep")
 print("saved", path.relative_to(wb.figures.parent))
+fig
 
 # %% [markdown]
+# ## Exercises
+#
+# **1.** Plain CFG with weight ω = 5 is DCG type 3 with a = b = 5. How many UNet evaluations per
+# 4-step image does that need, without rescale? (Work out λ first.)
+
+# %%
+my_cfg_evaluations = None  # your prediction: a whole number
+
+# %%
+from fastface_lite.workbook.exercises import check
+
+plain_cfg = ff.GuidanceConfig(dcg_type=3, a=WeightSchedule.constant(5.0), b=WeightSchedule.constant(5.0))
+check(
+    my_cfg_evaluations,
+    planned_evaluations(base.replace(guidance=plain_cfg), timesteps),
+    "UNet evaluations of plain CFG (a = b = 5) over 4 steps",
+    why="λ = (1 − a, a − b, b) = (−4, 0, 5): e_u and e_ti at each step, 2 × 4.",
+)
+
+# %% [markdown]
+# **2.** With the `linear` shape and base weight g = 2, what is `a` at the second step of the
+# Hyper-SD 4-step model (t = 749)? The formula is g (1 − t/T) with T = 1000.
+
+# %%
+my_linear_a = None  # your prediction, to 3 decimals
+
+# %%
+check(
+    my_linear_a,
+    round(WeightSchedule("linear", weight=2.0).at(1, timesteps[1]), 3),
+    "a at t = 749 under linear, g = 2",
+    why="2 × (1 − 749/1000) = 0.502.",
+    abs_tol=5e-4,
+)
+
+# %% [markdown]
+# ## What to try next
+#
+# * In the sweep, pick **preset → dcg** and raise `b` at step 1 only: in full mode, watch the
+#   prompt's content grow and the colours saturate; then set **rescale φ** to 0 and 1 and compare.
+# * Switch the schedule to `clamped_pcs` with floor m = 0.5: the first step is no longer
+#   unconditional. Compare the evaluation count with `pcs`.
+# * Change the DCG type to 1 or 2 (notebook 00's diagram, `diagrams.branch_batch(a, b, dcg_type)`,
+#   shows which branches each reads).
+#
 # **Next:** `04_identity_metrics` measures whether the identity actually survives: face models,
 # same vs different people, and how the score fails.

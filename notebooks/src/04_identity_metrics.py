@@ -14,6 +14,14 @@
 #   excluded, never turned into a number).
 # * **The other metrics**: face size ratio and CLIP text alignment.
 #
+# Face-model terms (ArcFace, buffalo_l, SCRFD, HOG, det_size) are defined in the
+# [glossary, docs/method.md §16](../docs/method.md#16-glossary). Every identity score here is a
+# **cosine similarity** between two face embeddings: 1 for the same vector, about 0 for unrelated
+# ones; what counts as "the same person" depends on the face model (below).
+#
+# **Runtime.** About 30 s in tiny mode on a 2-core CPU; in full mode a minute or two (insightface
+# and CLIP ViT-L/14 are downloaded once, then score photos in well under a second each on any GPU).
+#
 # **Mode.** Everything here runs on real photos with a real face model, so the identity numbers are
 # real in both modes. Tiny mode (offline, CPU, the default here) scores with dlib only and uses a
 # tiny random CLIP; full mode (Colab, GPU) adds insightface `buffalo_l` as the primary face model
@@ -190,8 +198,9 @@ plt.show()
 # * **downscale** the whole photo step by step (the detector sees a smaller face);
 # * **blur** it with a Gaussian of growing radius (sigma in pixels of the full-size photo).
 #
-# A missing point (an x on the bottom edge) is a detection failure: no face was found, so there is
-# no score. The grey line is the mean similarity of *different* people from the section above.
+# A detection failure (no face found, so no score) is marked with an x on its own strip under
+# each plot, never inside the similarity axis: it is not a low score. The grey line is the mean
+# similarity of *different* people from the section above.
 
 # %%
 from PIL import ImageFilter
@@ -218,22 +227,23 @@ curves.set_index(["degradation", "amount", "model", "photo"])["similarity"].unst
 
 # %%
 different = pairs[pairs["kind"] == "different people"].groupby("model")["cosine"].mean()
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-for (model, name), sel in curves.groupby(["model", "photo"], sort=False):
+fig, grid_axes = plt.subplots(
+    2, 2, figsize=(9.5, 4.2), sharex="col", gridspec_kw={"height_ratios": [4, 1]}, layout="constrained"
+)
+axes, strips = grid_axes[0], grid_axes[1]  # similarity on top, failures on their own strip below
+series = list(curves.groupby(["model", "photo"], sort=False))
+for row, ((model, name), sel) in enumerate(series):
     style = dict(marker="o", ms=4, ls="-" if model == "dlib" else "--", label=f"{name} ({model})")
     down, blur = sel[sel["degradation"] == "downscale"], sel[sel["degradation"] == "blur"]
     (line,) = axes[0].plot(down["face_px"], down["similarity"], **style)
     axes[1].plot(blur["amount"], blur["similarity"], **style)
-    for ax, part, x in ((axes[0], down, "face_px"), (axes[1], blur, "amount")):
-        failed = part[part["failed"]]  # no score: drawn as x on the bottom edge
-        ax.scatter(
-            failed[x],
-            np.full(len(failed), 0.03),
-            marker="x",
-            color=line.get_color(),
-            transform=ax.get_xaxis_transform(),
-            clip_on=False,
-        )
+    for strip, part, x in ((strips[0], down, "face_px"), (strips[1], blur, "amount")):
+        failed = part[part["failed"]]  # no score: an x on this series' line of the strip
+        strip.scatter(failed[x], np.full(len(failed), row), marker="x", color=line.get_color())
+for strip in strips:
+    strip.set_ylim(-0.7, len(series) - 0.3)
+    strip.set_yticks([])
+    strip.set_ylabel("no face\nfound", fontsize=9, rotation=0, ha="right", va="center")
 for ax in axes:
     for model, level in different.items():
         ax.axhline(level, color="grey", lw=1, ls=":" if model == "dlib" else "-.")
@@ -247,19 +257,17 @@ for ax in axes:
             color="grey",
         )
     ax.set_ylim(min(different.min(), curves["similarity"].min()) - 0.05, 1.01)
-axes[1].scatter([], [], marker="x", color="k", label="no face found")
 axes[0].set_xscale("log")
-axes[0].set_xticks([10, 20, 50, 100, 200], ["10", "20", "50", "100", "200"])
-axes[0].minorticks_off()
+strips[0].set_xticks([10, 20, 50, 100, 200], ["10", "20", "50", "100", "200"])
+strips[0].minorticks_off()
 axes[0].set_xlim(curves["face_px"].min() * 0.8, curves["face_px"].max() * 1.25)
 axes[1].set_xlim(-0.5, max(sigmas) + 0.5)
-axes[0].set_xlabel("face width after downscaling (px, log scale)")
+strips[0].set_xlabel("face width after downscaling (px, log scale)")
 axes[0].set_ylabel("identity similarity (cosine)")
-axes[1].set_xlabel("Gaussian blur sigma (px)")
-axes[0].set_title("smaller faces", fontsize=9)
-axes[1].set_title("blurrier faces", fontsize=9)
-axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-fig.tight_layout()
+strips[1].set_xlabel("Gaussian blur sigma (px)")
+axes[0].set_title("smaller faces", fontsize=11)
+axes[1].set_title("blurrier faces", fontsize=11)
+axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
 wb.save(fig, "04_degradation")
 plt.show()
 
@@ -372,6 +380,56 @@ for prompt, value in zip(prompts, clip.scores([astronaut] * len(prompts), prompt
 # %% [markdown]
 # With real CLIP ViT-L/14 the first prompt scores clearly higher than the second; with the tiny
 # random model any order is chance.
+#
+# ## Exercises
+#
+# **1.** Blur the astronaut photo with a Gaussian of sigma = 2 px and score it with dlib against the
+# untouched photo. Predict the cosine similarity (two decimals).
+
+# %%
+my_blur_score = None  # your prediction, a cosine between 0 and 1
+
+# %%
+from fastface_lite.workbook.exercises import check
+
+blurred = identity_similarity(
+    analyzers["dlib"].largest(photos["astronaut"]),
+    photos["astronaut"].filter(ImageFilter.GaussianBlur(2)),
+    analyzers["dlib"],
+)
+check(
+    my_blur_score,
+    round(float(blurred.similarity), 2),
+    "dlib cosine of the astronaut blurred at sigma 2 px",
+    why="a mild blur costs little while the face is still found; the table above has the whole curve.",
+    abs_tol=0.05,
+)
+
+# %% [markdown]
+# **2.** A group of 10 generated images has identity scores for 8 and 2 detection failures. How many
+# images does its mean average over (`n` in the summary)?
+
+# %%
+my_n = None  # your prediction: a whole number
+
+# %%
+ten = pd.DataFrame({"variant": "demo", "id_similarity": [0.6] * 8 + [np.nan] * 2})
+check(
+    my_n,
+    int(aggregate(ten, by=["variant"], metrics=["id_similarity"])["n"].iloc[0]),
+    "images behind the mean",
+    why="failures are counted (failures = 2) and left out of the mean, never scored as 0.",
+)
+
+# %% [markdown]
+# ## What to try next
+#
+# * Score a photo of yourself against the shipped ones: where does your "different people" cosine
+#   fall relative to the grey lines?
+# * Repeat the downscale experiment with insightface in full mode: how much smaller a face does
+#   SCRFD find than dlib's HOG detector?
+# * Crop a generated image closer to the face and watch the face size ratio and the score move
+#   together.
 #
 # **Next**: notebook 05 runs these metrics over a grid of identities x prompts x variants, with
 # per-image seeds, failure counts and bootstrap intervals.

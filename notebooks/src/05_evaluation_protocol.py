@@ -17,6 +17,16 @@
 # not found and the numbers measure nothing. Full mode (Colab, GPU) runs the same small grid with
 # real weights (real faces, insightface + dlib identity scores, CLIP ViT-L/14 and ViT-B/32), and
 # an opt-in cell runs the full protocol.
+#
+# The protocol is the paper's (FastFace, [arXiv 2505.21144](https://arxiv.org/abs/2505.21144);
+# [docs/method.md §14](../docs/method.md#14-the-evaluation-protocol)); terms such as ArcFace,
+# buffalo_l or SCRFD are in the [glossary, §16](../docs/method.md#16-glossary).
+#
+# **Runtime.** About 30 s in tiny mode on a 2-core CPU. Full mode, the small grid (4 images): a
+# minute or two after the weights are downloaded (over 10 GB on the first run). The opt-in full
+# protocol (720 images): the UNet alone takes 0.6-1.0 s per image on an H200 (README's benchmark),
+# so about 10-15 minutes there with decoding and scoring on top; no T4 was measured, expect an
+# hour or more.
 
 # %%
 import fastface_lite as ff
@@ -57,7 +67,11 @@ from fastface_lite.evaluation.grid import EvalSpec, RunSettings, build_items
 from fastface_lite.evaluation.runner import run_evaluation
 from fastface_lite.evaluation.summary import load_results
 
-os.chdir(wb.figures.parent)  # the repository root, so paths read as in the README's commands
+# The notebook changes its working directory here, to the repository root, so that the run folders
+# below (`runs/...`) are where the README's commands put them. Every later relative path starts
+# there.
+os.chdir(wb.figures.parent)
+print("working directory: the repository root (runs/ and figures/ are relative to it)")
 spec = EvalSpec(
     identities=("astronaut",),
     prompt_sets=("realistic", "stylistic"),
@@ -273,14 +287,15 @@ for label, call in {
 # In full mode (a Colab GPU, see the set-up cell at the top), the cell below runs the protocol:
 # both shipped identities (add your own photo by path), all prompts of both sets, all six
 # variants, Hyper-SD 4-step. That is 2 x 60 x 6 = 720 images at 1024 px; expect an hour or more on
-# a T4. It is off by default: set `FULL_PROTOCOL = True` to run it. With `resume=True` it is safe
-# to run again after a disconnect; to survive the end of the Colab session, write the run folder
-# to Google Drive:
+# a T4 (not measured) and 10-15 minutes on an H200-class GPU. It is off by default: set
+# `FULL_PROTOCOL = True` in the cell below to run it. With `resume=True` it is safe to run again
+# after a disconnect; to survive the end of the Colab session, mount Google Drive first and set
+# `FULL_RUN_FOLDER` in the cell below to a folder on it:
 #
 # ```python
 # from google.colab import drive
 # drive.mount("/content/drive")
-# full_run = "/content/drive/MyDrive/ff-runs/hyper"
+# # then, in the next cell: FULL_RUN_FOLDER = "/content/drive/MyDrive/ff-runs/hyper"
 # ```
 #
 # The same from a terminal (`!` in a Colab cell), with your own photo:
@@ -295,7 +310,8 @@ for label, call in {
 from IPython.display import display
 
 FULL_PROTOCOL = False  # True: run the whole protocol (full mode only)
-full_run = "runs/05_full_hyper"
+FULL_RUN_FOLDER = "runs/05_full_hyper"  # on Colab: a Drive folder, e.g. "/content/drive/MyDrive/ff-runs/hyper"
+full_run = FULL_RUN_FOLDER
 
 if wb.mode == "full" and FULL_PROTOCOL:
     full_spec = EvalSpec(
@@ -333,3 +349,58 @@ if wb.mode == "full" and FULL_PROTOCOL:
 # a crash, with any number of processes. (On a machine without CUDA, `--multi_gpu` starts CPU
 # processes through torchrun, which is how the tests check the split; accelerate's `--cpu` flag
 # starts a single process unless run under MPI.)
+#
+# ## Exercises
+#
+# **1.** In the small run, how many UNet evaluations did each FastFace-AM2 image need (the
+# `unet_evaluations` column)?
+
+# %%
+my_am2_evaluations = None  # your prediction: a whole number
+
+# %%
+from fastface_lite.workbook.exercises import check
+
+check(
+    my_am2_evaluations,
+    int(results.loc[results["variant"] == "fastface-am2", "unet_evaluations"].iloc[0]),
+    "UNet evaluations per FastFace-AM2 image",
+    why="its adaptive softmask normalises across the three branches, so all three run at each of 4 steps.",
+)
+
+# %% [markdown]
+# **2.** The bootstrap table above gave the interval width for 160 images. Predict the width for
+# 640 images of the same made-up scores (a width in similarity units, i.e. cosine).
+
+# %%
+my_width_640 = None  # your prediction, a number
+
+# %%
+more = pd.DataFrame({"images": 640, "id_similarity": np.random.default_rng(1).normal(0.6, 0.1, 640)})
+wide_ci = aggregate(more, by=["images"], metrics=["id_similarity"]).iloc[0]
+check(
+    my_width_640,
+    round(float(wide_ci["ci_high"] - wide_ci["ci_low"]), 4),
+    "95 % interval width at 640 images",
+    why="four times the images, about half the width (1/sqrt(n)); within 25 % counts as right.",
+    rel_tol=0.25,
+)
+
+# %% [markdown]
+# ## Real studies: the command line
+#
+# This notebook runs the machinery on a toy grid. For a study whose numbers you will report, use
+# the `fastface` command (installed with the package; `fastface --help`, and the README's
+# commands): `fastface eval` writes a run folder with the same settings check, seeds, logs,
+# summary and plots as above, resumes after any interruption with `--resume`, and runs on several
+# GPUs under `accelerate launch`; `fastface metrics RUN` rescores a finished run. Keep one run
+# folder per (models, variants, prompt sets) setting, and report the bootstrap intervals and the
+# failure counts with every mean.
+#
+# ## What to try next
+#
+# * Add your own photo as an identity (`identities=("astronaut", "me.jpg")`) and a third variant
+#   to the small run, in full mode.
+# * Change `prompts_per_set` to 5 and watch the bootstrap intervals of the summary open up.
+# * Compare `id_similarity` with `id_dlib_similarity` per variant in a full run: do the two face
+#   models agree on the ranking? (Notebook 04 explains why a second face model.)

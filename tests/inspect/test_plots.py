@@ -23,6 +23,10 @@ def titles(fig):
     return [ax.get_title() for ax in fig.axes if ax.get_title()]
 
 
+def row_labels(fig):
+    return [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel() and ax.images]
+
+
 def test_overlay_and_save(traced, tmp_path):
     tr, image = traced
     hm = tr.maps(kind="text", token="reading", block="up_blocks.0", step=1)
@@ -38,28 +42,34 @@ def test_grids_have_one_panel_per_cell_and_say_what_they_show(traced, tmp_path):
     tr, image = traced
     fig = viz.token_step_grid(tr, ["person", "reading", 2], image, path=tmp_path / "tokens.png")
     assert len(fig.axes) == 3 * 4 + 1  # panels + the shared colorbar
-    assert all("text+id" in t and "all blocks" in t and "step" in t for t in titles(fig))
-    assert titles(fig)[0].startswith("'person' · step 0") and "#2 'photo'" in titles(fig)[8]
+    # rows and columns are named once (figure conventions), the suptitle says the rest
+    assert titles(fig) == ["step 0", "step 1", "step 2", "step 3"]
+    assert row_labels(fig) == ["'person'", "'reading'", "token 2"]
+    what = fig.get_suptitle()
+    assert "text+id" in what and "all blocks" in what and "step" in what
     assert (tmp_path / "tokens.png").is_file()
     fig = viz.block_step_grid(tr, 0, image, kind="id", branch="uncond", stage="raw")
     assert len(fig.axes) == 5 * 4 + 1
-    assert titles(fig)[0] == "id 0 · step 0\ndown_blocks.1 · uncond · raw"
-    # one colour scale for the whole figure
+    assert row_labels(fig) == list(BLOCKS) and "uncond" in fig.get_suptitle() and "raw" in fig.get_suptitle()
+    # one colour scale for the whole figure, on a perceptually uniform colormap
     limits = {ax.images[-1].get_clim() for ax in fig.axes[:-1]}
     assert len(limits) == 1
+    assert {ax.images[-1].get_cmap().name for ax in fig.axes[:-1]} == {viz.MAP_CMAP}
 
 
 def test_raw_vs_used_shows_the_difference(traced, tmp_path):
     tr, image = traced
     fig = viz.raw_vs_used(tr, image=image, step=1, path=tmp_path / "am.png")
     assert len(fig.axes) == 5 * 3 + 2  # raw, used, difference per block + two colorbars
-    assert titles(fig)[:3] == [
-        "id 0-3 · step 1\ndown_blocks.1 · text+id · raw",
-        "id 0-3 · step 1\ndown_blocks.1 · text+id · used",
-        "id 0-3 · step 1\ndown_blocks.1 · text+id · used − raw",
-    ]
+    assert titles(fig) == ["raw (before AM)", "used (after AM)", "used − raw"]
+    assert row_labels(fig) == list(BLOCKS)
+    assert "id 0-3" in fig.get_suptitle() and "text+id" in fig.get_suptitle()
     mid_diff = fig.axes[3 * BLOCKS.index("mid_block") + 2].images[-1].get_array()
     assert abs(mid_diff).max() == 0  # mid is not an AM target
+    # the difference: diverging map centred at 0, symmetric limits from the data
+    diff = fig.axes[2].images[-1]
+    low, high = diff.get_clim()
+    assert diff.get_cmap().name == viz.DIFF_CMAP and low == -high and high > 0
     assert (tmp_path / "am.png").read_bytes()[:4] == b"\x89PNG"
 
 
