@@ -44,7 +44,7 @@ def register(subparsers) -> None:
                        help="continue the run in RUN_DIR (same settings required; starts one if there is none)")
     flags.add_argument("--overwrite", action="store_true", help="delete the run in RUN_DIR and start again")
     ev.add_argument("--identities", nargs="+", default=[], metavar="FACE",
-                    help="names of photos in data/faces or paths to photos (default: all shipped faces)")
+                    help="shipped photos by name (fastface_lite/data/faces) or paths (default: all shipped)")
     ev.add_argument("--prompt-sets", nargs="+", default=["realistic", "stylistic"], metavar="SET",
                     help="prompt sets by name (realistic, stylistic) or prompt files, one prompt a line")
     ev.add_argument("--prompts-per-set", type=int, default=None, metavar="N",

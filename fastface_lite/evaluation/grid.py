@@ -39,7 +39,7 @@ class EvalSpec:
     """The grid of an evaluation run.
 
     Args:
-        identities: names of photos in data/faces or paths to photos; empty = all shipped faces.
+        identities: shipped photos by name (fastface_lite/data/faces) or paths; empty = all shipped.
             An identity is called by the file's stem.
         prompt_sets: shipped sets ("realistic", "stylistic") or paths to prompt files (set name =
             file stem). Prompts are stripped, lower-cased (`data.load_prompts`), de-duplicated, sorted.
@@ -103,14 +103,14 @@ def _safe_name(text: str) -> str:
 
 
 def resolve_identities(identities: Sequence[str]) -> list[Identity]:
-    """Identity photos by name (data/faces) or path, sorted by name; names must be unique."""
+    """Identity photos by name (fastface_lite/data/faces) or path, sorted by name; names must be unique."""
     found = {}
     for entry in identities or face_names():
         path = Path(entry).expanduser()
         if not path.is_file():
             if os.sep in entry or "/" in entry or path.suffix:
-                raise FileNotFoundError(f"identity photo {entry!r} does not exist; pass a name from "
-                                        f"data/faces ({', '.join(face_names())}) or a path to a photo")
+                raise FileNotFoundError(f"identity photo {entry!r} does not exist; pass a shipped face "
+                                        f"({', '.join(face_names())}) or a path to a photo")
             path = face_path(entry)  # raises FileNotFoundError naming the shipped faces
         name = _safe_name(path.stem)
         if name in found and found[name].resolve() != path.resolve():

@@ -7,7 +7,7 @@ import pytest
 import fastface_lite as ff
 from fastface_lite.method.config import MODEL_DEFAULT_GUIDANCE
 
-CONFIGS = Path(__file__).resolve().parents[2] / "data" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "fastface_lite" / "data" / "configs"
 
 
 @pytest.mark.parametrize("model", ff.MODELS)
