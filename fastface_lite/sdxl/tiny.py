@@ -19,7 +19,7 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from transformers import (
-    CLIPImageProcessor,
+    CLIPImageProcessorPil,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
@@ -180,7 +180,7 @@ def tiny_components(
     """The modules of a tiny SDXL pipeline (random weights, deterministic from `seed`).
 
     Returns the keyword arguments of `StableDiffusionXLPipeline(...)`; with `with_image_encoder` the
-    CLIP vision tower and its `CLIPImageProcessor` are filled in (needed by FaceID Plus v2).
+    CLIP vision tower and its `CLIPImageProcessorPil` are filled in (needed by FaceID Plus v2).
     """
     _check_model(model)
     image_size = image_size or tiny_size(model)
@@ -209,9 +209,11 @@ def tiny_components(
     return parts
 
 
-def _clip_processor(size: int) -> CLIPImageProcessor:
-    # what diffusers' load_ip_adapter builds for a CLIP tower of this size (CLIP mean/std, bicubic)
-    return CLIPImageProcessor(size=size, crop_size=size)
+def _clip_processor(size: int) -> CLIPImageProcessorPil:
+    # what diffusers' load_ip_adapter builds for a CLIP tower of this size (CLIP mean/std, bicubic),
+    # with PIL resizing named explicitly: `CLIPImageProcessor` means the torchvision backend when
+    # torchvision is installed (Colab) and PIL otherwise, and the two resize differently.
+    return CLIPImageProcessorPil(size=size, crop_size=size)
 
 
 # ----------------------------------------------------------------------------------------------
