@@ -1,4 +1,6 @@
 # Every target that runs code sets the environment up first (creates .venv if missing).
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -6,16 +8,22 @@ export FASTFACE_MODE ?= tiny
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test notebooks lab bench clean chromium browser-test
+.PHONY: setup demo test colab-check notebooks lab bench clean chromium browser-test
+
+# pip -q still prints warnings. Where pip's own config lists local index folders (this machine's
+# does), it warns "Location 'file:...' is ignored" for every package they lack: nothing a user of
+# this project can act on, so exactly those lines are dropped. Other warnings and errors show.
+QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:.*' is ignored: it is neither a file nor a directory\.$$" || true; }
+pip = @echo "$(PY) -m pip $(1)" && $(PY) -m pip $(1) $(QUIET_PIP)
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(call pip,install -q --upgrade pip)
+	$(call pip,install -q -r requirements.txt)
+	$(call pip,install -q --no-deps -r requirements-nodeps.txt)
+	$(call pip,install -q --no-deps --no-build-isolation -e .)
 	touch $(STAMP)
 
 demo: setup
@@ -29,6 +37,12 @@ test: setup chromium
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q $(NBVAL) notebooks/*.ipynb
 	$(PY) -m pytest -q tests/browser
+
+# The notebooks' Colab set-up in a fresh virtualenv standing in for a Colab runtime (torch 2.14.1 +
+# torchvision 0.29.1 and Colab's numpy, pandas, kernel, ...), then the notebooks and import-surface
+# tests against what it installed; fails if the set-up moved any of those versions (.ci/colab_check.sh).
+colab-check:
+	bash .ci/colab_check.sh
 
 # Rebuild the notebooks from notebooks/src/*.py and store fresh outputs (then commit both).
 notebooks: setup
@@ -52,4 +66,4 @@ bench: setup
 	$(PY) bench/bench_recorder.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .cache/colab-venv

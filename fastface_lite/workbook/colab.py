@@ -6,6 +6,9 @@ looks at torch in a subprocess. From the checkout the notebook cell cloned:
     python fastface_lite/workbook/colab.py            # install from the checkout holding this file
     python fastface_lite/workbook/colab.py --dry-run  # print the pip commands, change nothing
 
+The notebook cell runs it in the kernel, so that a failure stops "Run all":
+`runpy.run_path(f"{checkout}/fastface_lite/workbook/colab.py")["install"](checkout)`.
+
 In order, it:
 1. pins the versions present of what Colab ships and the session relies on (torch, torchvision,
    numpy, pandas, the Jupyter kernel, ...; `PROTECTED`) in a pip constraints file, so neither the
@@ -242,9 +245,11 @@ def _tail(result: Result, lines: int = 30) -> str:
 
 
 def _pip_notes(result: Result) -> list:
-    """pip's warnings and resolver notes, without its complaints about its own index settings."""
+    """pip's warnings and resolver notes, less its notes on its own index settings and on
+    uninstalling what is not there."""
+    noise = ("is ignored: it is neither a file", "as it is not installed")
     return [line for line in (result.stdout + result.stderr).splitlines()
-            if line.startswith(("WARNING:", "ERROR:")) and "is ignored: it is neither a file" not in line]
+            if line.startswith(("WARNING:", "ERROR:")) and not any(n in line for n in noise)]
 
 
 def checkout_of(path: Path) -> Path:
@@ -252,7 +257,7 @@ def checkout_of(path: Path) -> Path:
     return path.resolve().parents[2]
 
 
-def setup(source: Path, *, dry_run: bool = False, run: Runner = run_command,
+def install(source: Path, *, dry_run: bool = False, run: Runner = run_command,
           python: str = sys.executable, say: Callable[[str], None] = print) -> Report:
     """Install the package from the checkout `source` beside the runtime's torch; see the module doc."""
     source = Path(source)
@@ -278,7 +283,8 @@ def setup(source: Path, *, dry_run: bool = False, run: Runner = run_command,
             if result.returncode != 0:
                 raise SetupError(f"'{step.what}' failed (pip exit code {result.returncode}); the runtime's "
                                  f"packages stay pinned at: {', '.join(pins)}.\n{_tail(result)}")
-            say("".join(f"  pip: {note}\n" for note in _pip_notes(result)).rstrip())
+            for note in _pip_notes(result):
+                say(f"  pip: {note}")
     report = mode_report(torch, gpu)
     if not dry_run:
         report.changed = changed_versions(before, versions(run, python, PROTECTED))
@@ -294,13 +300,36 @@ def setup(source: Path, *, dry_run: bool = False, run: Runner = run_command,
     return report
 
 
+CHECKOUT = "/content/fastface_lite"  # where the notebooks' first cell clones the repository on Colab
+
+
+def setup_cell(clone_url: str, checkout: str = CHECKOUT) -> str:
+    """The notebooks' first code cell: on Colab, clone once and run `install`; elsewhere nothing.
+
+    Plain Python (no ! or % lines), so a failed clone or install raises and stops "Run all".
+    clone_url: e.g. f"https://github.com/{GITHUB_REPO}" (fastface_lite.workbook.session).
+    """
+    return f"""\
+# On Colab: install fastface_lite beside Colab's own torch (a few minutes, once per session);
+# elsewhere this cell does nothing. It stops with the reason if the clone or the install fails.
+import sys
+if "google.colab" in sys.modules:
+    import os, runpy, subprocess
+    checkout, url = {json.dumps(checkout)}, {json.dumps(clone_url)}
+    if not os.path.isdir(checkout):
+        clone = subprocess.run(["git", "clone", "-q", "--depth=1", url, checkout], capture_output=True, text=True)
+        if clone.returncode:
+            raise RuntimeError(f"git clone into {{checkout}} failed:\\n{{clone.stderr}}")
+    runpy.run_path(f"{{checkout}}/fastface_lite/workbook/colab.py")["install"](checkout)"""
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=checkout_of(Path(__file__)),
                         help="the fastface_lite checkout to install (default: the one holding this file)")
     parser.add_argument("--dry-run", action="store_true", help="print the pip commands, run none")
     args = parser.parse_args(argv)
-    setup(args.source, dry_run=args.dry_run)
+    install(args.source, dry_run=args.dry_run)
     return 0
 
 

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -131,35 +132,35 @@ class FakeRuntime:
         raise AssertionError(f"unexpected command {argv}")
 
 
-def test_setup_runs_the_plan_and_reports_full_mode():
+def test_install_runs_the_plan_and_reports_full_mode():
     notes = ("WARNING: Location 'file:///x' is ignored: it is neither a file nor a directory.\n"
              "ERROR: pip's dependency resolver does not currently take into account ...")
     fake, said = FakeRuntime(INSTALLED, pip_output=notes), []
-    report = colab.setup(REPO, run=fake, python="python3", say=said.append)
+    report = colab.install(REPO, run=fake, python="python3", say=said.append)
     pips = [c for c in fake.calls if c[1:3] == ["-m", "pip"]]
     assert len(pips) == 4 and report.mode == "full" and report.changed == {}
     text = "\n".join(said)
     assert "torch==2.11.0+cu128" in text and "dependency resolver" in text and "is ignored" not in text
 
 
-def test_setup_stops_when_pip_fails():
+def test_install_stops_when_pip_fails():
     fake = FakeRuntime(INSTALLED, pip_exit=1, pip_output="ERROR: No matching distribution found for dlib-bin>=20.0.1")
     with pytest.raises(SetupError, match=r"(?s)install fastface_lite\[faces,workbook\].*failed.*dlib-bin"):
-        colab.setup(REPO, run=fake, python="python3", say=lambda _: None)
+        colab.install(REPO, run=fake, python="python3", say=lambda _: None)
     assert sum(c[1:3] == ["-m", "pip"] for c in fake.calls) == 1  # nothing after the failed step
 
 
-def test_setup_stops_when_a_protected_version_moved():
+def test_install_stops_when_a_protected_version_moved():
     fake = FakeRuntime(INSTALLED, after=INSTALLED | {"numpy": "2.4.6"})
     with pytest.raises(SetupError, match="numpy 2.0.2 -> 2.4.6"):
-        colab.setup(REPO, run=fake, python="python3", say=lambda _: None)
+        colab.install(REPO, run=fake, python="python3", say=lambda _: None)
 
 
-def test_setup_refuses_a_missing_checkout_and_a_missing_torch(tmp_path):
+def test_install_refuses_a_missing_checkout_and_a_missing_torch(tmp_path):
     with pytest.raises(SetupError, match="not a fastface_lite checkout"):
-        colab.setup(tmp_path, run=FakeRuntime(INSTALLED), python="python3", say=lambda _: None)
+        colab.install(tmp_path, run=FakeRuntime(INSTALLED), python="python3", say=lambda _: None)
     with pytest.raises(SetupError, match="has no torch"):
-        colab.setup(REPO, run=FakeRuntime({"numpy": "2.0.2"}), python="python3", say=lambda _: None)
+        colab.install(REPO, run=FakeRuntime({"numpy": "2.0.2"}), python="python3", say=lambda _: None)
 
 
 def test_dry_run_script_needs_only_the_standard_library():
@@ -172,3 +173,37 @@ def test_dry_run_script_needs_only_the_standard_library():
     assert "imported: []" in result.stdout
     assert f"would install fastface_lite[faces,workbook] from {REPO}" in result.stdout
     assert "-m pip install -q -c" in result.stdout and f"'{REPO}[faces,workbook]'" in result.stdout
+
+
+def _run_cell(source, monkeypatch, on_colab):
+    if on_colab:
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    namespace = {}
+    exec(compile(source, "<setup cell>", "exec"), namespace)
+    return namespace
+
+
+def test_setup_cell_is_plain_python_and_idle_off_colab(monkeypatch, tmp_path):
+    source = colab.setup_cell("https://github.com/fastface-lite/fastface_lite", str(tmp_path / "clone"))
+    assert not any(line.lstrip().startswith(("!", "%")) for line in source.splitlines())
+    namespace = _run_cell(source, monkeypatch, on_colab=False)
+    assert "checkout" not in namespace and not (tmp_path / "clone").exists()
+
+
+def test_setup_cell_stops_when_the_clone_fails(monkeypatch, tmp_path):
+    source = colab.setup_cell(str(tmp_path / "no-such-repository"), str(tmp_path / "clone"))
+    with pytest.raises(RuntimeError, match="git clone into .*clone failed"):
+        _run_cell(source, monkeypatch, on_colab=True)
+
+
+def test_setup_cell_runs_install_from_the_checkout(monkeypatch, tmp_path):
+    """A folder with the script but no project (a clone cut short) stops at the checkout check."""
+    script = tmp_path / "clone" / "fastface_lite" / "workbook" / "colab.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(SCRIPT.read_text())
+    source = colab.setup_cell("https://example.invalid/never-cloned", str(tmp_path / "clone"))
+    with pytest.raises(Exception, match="is not a fastface_lite checkout") as raised:
+        _run_cell(source, monkeypatch, on_colab=True)
+    assert type(raised.value).__name__ == "SetupError"
