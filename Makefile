@@ -1,4 +1,6 @@
 # Every target that runs code sets the environment up first (creates .venv if missing).
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -6,16 +8,22 @@ export FASTFACE_MODE ?= tiny
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo lint test notebooks lab bench clean chromium browser-test
+.PHONY: setup demo lint test colab-check notebooks lab bench clean chromium browser-test
+
+# pip -q still prints warnings. Where pip's own config lists local index folders (this machine's
+# does), it warns "Location 'file:...' is ignored" for every package they lack: nothing a user of
+# this project can act on, so exactly those lines are dropped. Other warnings and errors show.
+QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:.*' is ignored: it is neither a file nor a directory\.$$" || true; }
+pip = @echo "$(PY) -m pip $(1)" && $(PY) -m pip $(1) $(QUIET_PIP)
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(call pip,install -q --upgrade pip)
+	$(call pip,install -q -r requirements.txt)
+	$(call pip,install -q --no-deps -r requirements-nodeps.txt)
+	$(call pip,install -q --no-deps --no-build-isolation -e .)
 	touch $(STAMP)
 
 demo: setup
@@ -43,6 +51,13 @@ test: setup lint chromium
 
 # Rebuild the notebooks from their jupytext-paired sources notebooks/src/*.py (notebooks/jupytext.toml):
 # badge and Colab set-up cell in front, run with nbclient in tiny mode, outputs stored (commit both).
+
+# The notebooks' Colab set-up in a fresh virtualenv standing in for a Colab runtime (torch 2.14.1 +
+# torchvision 0.29.1 and Colab's numpy, pandas, kernel, ...), then the notebooks and import-surface
+# tests against what it installed; fails if the set-up moved any of those versions (.ci/colab_check.sh).
+colab-check:
+	bash .ci/colab_check.sh
+
 notebooks: setup
 	$(PY) notebooks/build.py
 
@@ -64,4 +79,4 @@ bench: setup
 	$(PY) bench/bench_recorder.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .cache/colab-venv

@@ -54,7 +54,7 @@ def register(subparsers) -> None:
         nargs="+",
         default=[],
         metavar="FACE",
-        help="names of photos in data/faces or paths to photos (default: all shipped faces)",
+        help="shipped photos by name (fastface_lite/data/faces) or paths (default: all shipped)",
     )
     ev.add_argument(
         "--prompt-sets",

@@ -43,7 +43,7 @@ class EvalSpec:
     """The grid of an evaluation run, as a user states it (validated on creation).
 
     Args:
-        identities: names of photos in data/faces or paths to photos; empty = all shipped faces.
+        identities: shipped photos by name (fastface_lite/data/faces) or paths; empty = all shipped.
             An identity is called by the file's stem.
         prompt_sets: shipped sets ("realistic", "stylistic") or paths to prompt files (set name =
             file stem). Prompts are stripped, lower-cased (`faces.photos.load_prompts`), de-duplicated, sorted.
@@ -106,15 +106,15 @@ def _safe_name(text: str) -> str:
 
 
 def resolve_identities(identities: Sequence[str]) -> list[Identity]:
-    """Identity photos by name (data/faces) or path, sorted by name; names must be unique."""
+    """Identity photos by name (fastface_lite/data/faces) or path, sorted by name; names must be unique."""
     found = {}
     for entry in identities or face_names():
         path = Path(entry).expanduser()
         if not path.is_file():
             if os.sep in entry or "/" in entry or path.suffix:
                 raise FileNotFoundError(
-                    f"identity photo {entry!r} does not exist; pass a name from "
-                    f"data/faces ({', '.join(face_names())}) or a path to a photo"
+                    f"identity photo {entry!r} does not exist; pass a shipped face "
+                    f"({', '.join(face_names())}) or a path to a photo"
                 )
             path = face_path(entry)  # raises FileNotFoundError naming the shipped faces
         name = _safe_name(path.stem)

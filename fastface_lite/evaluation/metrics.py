@@ -220,7 +220,7 @@ class ClipScorer:
 
     Example:
         >>> scorer = ClipScorer.tiny(seed=0)            # offline, random weights
-        >>> scorer("data/faces/astronaut.jpg", "a photo of an astronaut")
+        >>> scorer(face_path("astronaut"), "a photo of an astronaut")
     """
 
     def __init__(

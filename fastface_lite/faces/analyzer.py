@@ -409,7 +409,7 @@ class FaceAnalyzer:
 
     Example:
         >>> analyzer = FaceAnalyzer()                 # dlib offline, buffalo_l when present
-        >>> face = analyzer.largest("data/faces/grace_hopper.jpg")
+        >>> face = analyzer.largest(face_path("grace_hopper"))
         >>> face.embedding.shape                      # (128,) with dlib, (512,) with buffalo_l
     """
 

@@ -21,12 +21,12 @@ __all__ = [
     "insightface_group_photo",
 ]
 
-# data/ sits beside the package in the repository (the package is installed editable).
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+# Shipped inside the package (package data), so a plain `pip install` has it too.
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 
 def prompt_sets() -> list[str]:
-    """Names of the shipped prompt sets (files in data/prompts)."""
+    """Names of the shipped prompt sets (files in fastface_lite/data/prompts)."""
     return sorted(p.stem for p in (DATA_DIR / "prompts").glob("*.txt"))
 
 
@@ -69,7 +69,7 @@ def split_style(prompt: str) -> tuple[str | None, str]:
 
 
 def face_names() -> list[str]:
-    """Names of the shipped face photos (files in data/faces)."""
+    """Names of the shipped face photos (files in fastface_lite/data/faces)."""
     return sorted(p.stem for p in (DATA_DIR / "faces").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 

@@ -6,6 +6,10 @@ adapter    the IP-Adapter FaceID adapters: loading, what they expect, building t
 loading    load_pipeline (real hub checkpoints) and the schedulers of each checkpoint
 tiny       offline twins with random weights; tokenizer: the real CLIP tokenizer, offline
 cache      where built artefacts are kept; mode: tiny or full
+quiet      drops transformers' torchvision fallback note (before diffusers is first imported)
 
 May import: fastface_lite.method, fastface_lite.errors, torch, diffusers, transformers, peft.
 """
+from fastface_lite.sdxl.quiet import drop_torchvision_fallback_note
+
+drop_torchvision_fallback_note()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from diffusers.models.embeddings import IPAdapterFaceIDImageProjection, IPAdapterFaceIDPlusImageProjection
-from transformers import CLIPImageProcessor
+from transformers import CLIPImageProcessorPil
 
 from fastface_lite.method.checkpoints import ADAPTERS
 
@@ -52,10 +52,14 @@ def projection_layer(pipe):
     return layers[0]
 
 
-def clip_image_processor(size: int) -> CLIPImageProcessor:
+def clip_image_processor(size: int) -> CLIPImageProcessorPil:
     """The CLIP image processor FaceID Plus crops go through: what diffusers' ``load_ip_adapter``
-    builds for a CLIP tower of this input size (CLIP mean/std, bicubic resize, centre crop)."""
-    return CLIPImageProcessor(size=size, crop_size=size)
+    builds for a CLIP tower of this input size (CLIP mean/std, bicubic resize, centre crop).
+
+    PIL resizing is named explicitly: ``CLIPImageProcessor`` means the torchvision backend when
+    torchvision is installed (Colab) and PIL otherwise, and the two resize differently.
+    """
+    return CLIPImageProcessorPil(size=size, crop_size=size)
 
 
 def load_faceid(pipe, adapter: str, source: str, **hub) -> None:

@@ -193,7 +193,7 @@ def tiny_components(
     """The modules of a tiny SDXL pipeline (random weights, deterministic from `seed`).
 
     Returns the keyword arguments of `StableDiffusionXLPipeline(...)`; with `with_image_encoder` the
-    CLIP vision tower and its `CLIPImageProcessor` are filled in (needed by FaceID Plus v2).
+    CLIP vision tower and its `CLIPImageProcessorPil` are filled in (needed by FaceID Plus v2).
     """
     check_model(model)
     image_size = image_size or tiny_size(model)

@@ -67,7 +67,7 @@ for name, analyzer in analyzers.items():
     print(f"{name}: {analyzer.embedding_dim}-d embedding")
 
 # %% [markdown]
-# The shipped photos (`data/faces`, public domain): astronaut Eileen Collins and Grace Hopper.
+# The shipped photos (`fastface_lite/data/faces`, public domain): astronaut Eileen Collins and Grace Hopper.
 # `largest()` returns the largest face as a `Face` record: box, keypoints, detector score, and the
 # L2-normalised embedding.
 

@@ -7,7 +7,7 @@ import pytest
 
 import fastface_lite as ff
 
-CONFIGS = Path(__file__).resolve().parents[2] / "data" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "fastface_lite" / "data" / "configs"
 
 
 def _error(fn, *words):
