@@ -210,6 +210,9 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
         self._num_timesteps = len(timesteps)
+        # The step bookkeeping (branch planning, guidance weights, the processors' step context)
+        # reads the timesteps as Python floats: one device-to-host copy here, none per step.
+        step_times = [float(x) for x in timesteps.tolist()]
 
         unet_kwargs = self._unet_kwargs(cross_attention_kwargs, cfg.faceid_lora_scale)
         context = StepContext(batch_per_branch=images)
@@ -220,20 +223,20 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         installation = install(self.unet, cfg.attention, context, ip_scale=cfg.ip_adapter_scale)
         try:
             with self.progress_bar(total=len(timesteps)) as progress:
-                for i, t in enumerate(timesteps):
+                for i, (t, t_host) in enumerate(zip(timesteps, step_times, strict=True)):
                     if self.interrupt:
                         continue
-                    branches = (0, 1, 2) if evaluate_all_branches else branches_for_step(cfg, i, t)
-                    context.step_index, context.timestep, context.branches = i, float(t), branches
+                    branches = (0, 1, 2) if evaluate_all_branches else branches_for_step(cfg, i, t_host)
+                    context.step_index, context.timestep, context.branches = i, t_host, branches
                     context.branch_names = tuple(dcg.BRANCH_NAMES[cfg.guidance.dcg_type][k] for k in branches)
                     noise_pred = self._evaluate_branches(latents, t, branches, inputs, add_time_ids, unet_kwargs)
                     if cfg.guidance.record_norms:
                         result.guidance_norms.append(dcg.term_norms(noise_pred, cfg.guidance.dcg_type))
-                    noise_pred = dcg.combine(noise_pred, i, t, cfg.guidance)
+                    noise_pred = dcg.combine(noise_pred, i, t_host, cfg.guidance)
                     latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
                     result.unet_evaluations += len(branches)
                     result.branches_per_step.append(branches)
-                    result.timesteps.append(float(t))
+                    result.timesteps.append(t_host)
                     if callback_on_step_end is not None:
                         tensors = {"latents": latents, "noise_pred": noise_pred}
                         returned = (
