@@ -71,6 +71,10 @@ class FastFacePipeline(StableDiffusionXLPipeline):
     """SDXL pipeline whose call runs FastFace: DCG over three branches and ID-token AM."""
 
     _callback_tensor_inputs = ["latents", "noise_pred"]
+    # the tiny autoencoder for quick previews (diffusers AutoencoderTiny), or None; set by
+    # load_pipeline(preview_decoder=True) or tiny_pipeline(preview_decoder=True). A plain attribute,
+    # not a pipeline component: saving, offload and `pipe.to` leave it alone.
+    preview_decoder = None
 
     @torch.no_grad()
     def __call__(
@@ -329,10 +333,17 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         return per_branch
 
     @torch.no_grad()
-    def latents_to_images(self, latents, output_type="pil"):
-        """Decode final latents (B, 4, h, w) with the VAE, as the call does for `output_type`."""
+    def latents_to_images(self, latents, output_type="pil", preview: bool = False):
+        """Decode final latents (B, 4, h, w) with the VAE, as the call does for `output_type`.
+
+        With ``preview`` the tiny autoencoder ``self.preview_decoder`` decodes instead: the same
+        image size from a network about a hundredth of the VAE's size (softer detail), for sweeps
+        and inspection; decoding the same latents again without ``preview`` gives the full image.
+        """
         if output_type == "latent":
             return latents
+        if preview:
+            return self._preview_images(latents, output_type)
         vae = self.vae
         upcast = vae.dtype == torch.float16 and vae.config.force_upcast
         if upcast:
@@ -352,6 +363,21 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         if self.watermark is not None:
             image = self.watermark.apply_watermark(image)
         return self.image_processor.postprocess(image, output_type=output_type)
+
+    def _preview_images(self, latents, output_type):
+        decoder = self.preview_decoder
+        if decoder is None:
+            raise ConfigError(
+                "preview=True needs a preview decoder: load the pipeline with "
+                "load_pipeline(..., preview_decoder=True) (or tiny_pipeline(..., preview_decoder=True))"
+            )
+        parameter = next(iter(decoder.parameters()))
+        if parameter.device != latents.device:  # not moved by pipe.to(): follow the latents
+            decoder.to(latents.device)
+        # AutoencoderTiny reads SDXL's scaled latents directly (its scaling_factor is 1.0) and
+        # returns images in [-1, 1] like the VAE; it is fp16-safe, so no upcast.
+        image = decoder.decode(latents.to(parameter.dtype) / decoder.config.scaling_factor, return_dict=False)[0]
+        return self.image_processor.postprocess(image.clamp(-1, 1), output_type=output_type)
 
 
 def _expand(x: torch.Tensor, images: int, what: str) -> torch.Tensor:
