@@ -167,10 +167,19 @@ def ip_attention_maps(
         used = w * used + (1 - w) * adain(used, probs)
     out = used @ value
     if w is not None:  # stage 2: the same on the attention output, over head_dim
-        matched = adain(out, probs @ value)
-        if not torch.isnan(matched).any():
-            out = w * out + (1 - w) * matched
+        out = _blend_unless_nan(out, adain(out, probs @ value), w)
     return IPAttention(out, probs, used)
+
+
+def _blend_unless_nan(out: torch.Tensor, matched: torch.Tensor, w: float) -> torch.Tensor:
+    """w * out + (1 - w) * matched, or ``out`` unchanged if ``matched`` holds any NaN at all.
+
+    The whole-tensor fallback is the reference's rule. The any-NaN flag stays a 0-d tensor on the
+    device and picks through ``torch.where``: an ``if`` on it would wait for the GPU in every target
+    layer (a host sync that stalls the launch queue and breaks CUDA graphs and torch.compile).
+    """
+    has_nan = torch.isnan(matched).any()  # 0-d bool, broadcast over the whole tensor
+    return torch.where(has_nan, out, w * out + (1 - w) * matched)
 
 
 def ip_attention(

@@ -15,6 +15,16 @@ FACEID_REPO = "h94/IP-Adapter-FaceID"  # the IP-Adapter authors' hub account
 CLIP_VIT_H = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"  # the image encoder FaceID Plus reads crops with
 NUM_ID_TOKENS = 4  # both FaceID SDXL adapters inject 4 ID tokens into every attn2
 
+# Decoders for SDXL latents besides SDXL's own VAE (diffusers folders at the repo root).
+# "fp16-fix": SDXL's VAE fine-tuned so its activations stay finite in float16; its config sets
+# force_upcast=False, so decoding stays in fp16 (SDXL's VAE is lifted to fp32 for the decode, which
+# is what pushes a 1024 px run past 15 GiB).
+VAE_FP16_FIX = "madebyollin/sdxl-vae-fp16-fix"
+# A tiny autoencoder (diffusers AutoencoderTiny) for previews: about 1% of the VAE's parameters,
+# same latent space, a softer image.
+PREVIEW_DECODER = "madebyollin/taesdxl"
+VAES = {"sdxl": None, "fp16-fix": VAE_FP16_FIX}  # load_pipeline's `vae` -> repo (None: SDXL base's own)
+
 # adapter name -> its file in FACEID_REPO
 ADAPTERS = {
     "faceid": "ip-adapter-faceid_sdxl.bin",
@@ -118,6 +128,13 @@ def check_steps(checkpoint: Checkpoint, steps: int) -> None:
             f"steps={steps} has no {checkpoint.name!r} checkpoint in {checkpoint.repo}; "
             f"use one of {list(checkpoint.steps)} (or another model)."
         )
+
+
+def check_vae(vae: str) -> str | None:
+    """The repo of the VAE called `vae` (None for SDXL base's own), or a ValueError listing the names."""
+    if vae not in VAES:
+        raise ValueError(f"vae={vae!r} is unknown; use one of {', '.join(map(repr, VAES))}.")
+    return VAES[vae]
 
 
 def check_adapter(adapter: str | None) -> None:

@@ -86,12 +86,13 @@ def combine(branches: Sequence[torch.Tensor | None], step_index: int, timestep, 
     a, b = weights_at(step_index, timestep, cfg)
     if cfg.renorm:
         term1, term2 = terms(branches, cfg.dcg_type)
-        # scaling term2 by r is the same as scaling b by r
-        b = b * float(torch.linalg.vector_norm(term1) / torch.linalg.vector_norm(term2))
+        # scaling term2 by r is the same as scaling b by r; r stays a 0-d tensor on the device
+        # (a float() here would wait for the GPU at every step); renorm reads all three branches
+        b = b * (torch.linalg.vector_norm(term1) / torch.linalg.vector_norm(term2))
     coeffs = coefficients(a, b, cfg.dcg_type)
     pred = None  # no dcg type has all three coefficients zero, so pred gets a value
     for c, e in zip(coeffs, branches, strict=True):
-        if c == 0.0:
+        if not torch.is_tensor(c) and c == 0.0:
             continue
         if e is None:
             raise ValueError(f"branch with coefficient {c} was not evaluated; see needed_branches()")

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 
 import torch
 from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
     DDIMScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
@@ -26,11 +28,13 @@ from transformers import CLIPVisionModelWithProjection
 from fastface_lite.method.checkpoints import (
     CLIP_VIT_H,
     FACEID_REPO,
+    PREVIEW_DECODER,
     SDXL_BASE,
     Checkpoint,
     check_adapter,
     check_model,
     check_steps,
+    check_vae,
 )
 from fastface_lite.sdxl.adapter import clip_image_processor, load_faceid
 from fastface_lite.sdxl.pipeline import FastFacePipeline
@@ -145,6 +149,8 @@ def load_pipeline(
     device: str = "cuda",
     dtype: torch.dtype = torch.float16,
     cache_dir: str | os.PathLike | None = None,
+    vae: str = "sdxl",
+    preview_decoder: bool = False,
 ) -> FastFacePipeline:
     """The real SPEC §1 checkpoint `model` for `steps` steps, with the FaceID `adapter`, on `device`.
 
@@ -155,6 +161,11 @@ def load_pipeline(
         dtype: float16 loads the fp16 variant files of SDXL base.
         cache_dir: the hub cache folder (default: huggingface_hub's); with HF_HUB_OFFLINE=1 only
             cached files are read.
+        vae: "sdxl" (SDXL base's VAE; in float16 it is lifted to float32 for each decode) or
+            "fp16-fix" (``madebyollin/sdxl-vae-fp16-fix``: decodes in float16, a lower memory peak
+            at the cost of slightly different pixels).
+        preview_decoder: also load the tiny autoencoder ``madebyollin/taesdxl`` as
+            ``pipe.preview_decoder``, for ``pipe.latents_to_images(latents, preview=True)``.
 
     The FaceID LoRA stays at 1.0 here: its weight is set per call by
     `FastFaceConfig.faceid_lora_scale`, so the pipeline holds no hidden weight.
@@ -162,11 +173,14 @@ def load_pipeline(
     checkpoint = check_model(model)
     check_steps(checkpoint, steps)
     check_adapter(adapter)
+    vae_repo = check_vae(vae)
     hub = {"cache_dir": cache_dir, "local_files_only": _offline()}
     variant = "fp16" if dtype == torch.float16 else None
 
     unet = _load_unet(checkpoint, steps, dtype, variant, hub)
     components = {"unet": unet} if unet is not None else {}
+    if vae_repo is not None:  # no fp16 variant files there: the one file, cast on load
+        components["vae"] = AutoencoderKL.from_pretrained(vae_repo, torch_dtype=dtype, **hub)
     pipe = FastFacePipeline.from_pretrained(SDXL_BASE, torch_dtype=dtype, variant=variant, **components, **hub)
     pipe.to(device)  # before fusing: the LoRA math then runs on the accelerator
     pipe.scheduler = _load_scheduler(checkpoint, pipe.scheduler.config, hub)
@@ -180,4 +194,7 @@ def load_pipeline(
         pipe.register_modules(image_encoder=encoder, feature_extractor=clip_image_processor(encoder.config.image_size))
     if adapter is not None:
         load_faceid(pipe, adapter, FACEID_REPO, **hub)
+    if preview_decoder:
+        decoder = AutoencoderTiny.from_pretrained(PREVIEW_DECODER, torch_dtype=dtype, **hub)
+        pipe.preview_decoder = decoder.to(device).eval()
     return pipe.to(device)

@@ -71,6 +71,10 @@ class FastFacePipeline(StableDiffusionXLPipeline):
     """SDXL pipeline whose call runs FastFace: DCG over three branches and ID-token AM."""
 
     _callback_tensor_inputs = ["latents", "noise_pred"]
+    # the tiny autoencoder for quick previews (diffusers AutoencoderTiny), or None; set by
+    # load_pipeline(preview_decoder=True) or tiny_pipeline(preview_decoder=True). A plain attribute,
+    # not a pipeline component: saving, offload and `pipe.to` leave it alone.
+    preview_decoder = None
 
     @torch.no_grad()
     def __call__(
@@ -210,6 +214,9 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
         self._num_timesteps = len(timesteps)
+        # The step bookkeeping (branch planning, guidance weights, the processors' step context)
+        # reads the timesteps as Python floats: one device-to-host copy here, none per step.
+        step_times = [float(x) for x in timesteps.tolist()]
 
         unet_kwargs = self._unet_kwargs(cross_attention_kwargs, cfg.faceid_lora_scale)
         context = StepContext(batch_per_branch=images)
@@ -220,20 +227,20 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         installation = install(self.unet, cfg.attention, context, ip_scale=cfg.ip_adapter_scale)
         try:
             with self.progress_bar(total=len(timesteps)) as progress:
-                for i, t in enumerate(timesteps):
+                for i, (t, t_host) in enumerate(zip(timesteps, step_times, strict=True)):
                     if self.interrupt:
                         continue
-                    branches = (0, 1, 2) if evaluate_all_branches else branches_for_step(cfg, i, t)
-                    context.step_index, context.timestep, context.branches = i, float(t), branches
+                    branches = (0, 1, 2) if evaluate_all_branches else branches_for_step(cfg, i, t_host)
+                    context.step_index, context.timestep, context.branches = i, t_host, branches
                     context.branch_names = tuple(dcg.BRANCH_NAMES[cfg.guidance.dcg_type][k] for k in branches)
                     noise_pred = self._evaluate_branches(latents, t, branches, inputs, add_time_ids, unet_kwargs)
                     if cfg.guidance.record_norms:
                         result.guidance_norms.append(dcg.term_norms(noise_pred, cfg.guidance.dcg_type))
-                    noise_pred = dcg.combine(noise_pred, i, t, cfg.guidance)
+                    noise_pred = dcg.combine(noise_pred, i, t_host, cfg.guidance)
                     latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
                     result.unet_evaluations += len(branches)
                     result.branches_per_step.append(branches)
-                    result.timesteps.append(float(t))
+                    result.timesteps.append(t_host)
                     if callback_on_step_end is not None:
                         tensors = {"latents": latents, "noise_pred": noise_pred}
                         returned = (
@@ -326,10 +333,17 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         return per_branch
 
     @torch.no_grad()
-    def latents_to_images(self, latents, output_type="pil"):
-        """Decode final latents (B, 4, h, w) with the VAE, as the call does for `output_type`."""
+    def latents_to_images(self, latents, output_type="pil", preview: bool = False):
+        """Decode final latents (B, 4, h, w) with the VAE, as the call does for `output_type`.
+
+        With ``preview`` the tiny autoencoder ``self.preview_decoder`` decodes instead: the same
+        image size from a network about a hundredth of the VAE's size (softer detail), for sweeps
+        and inspection; decoding the same latents again without ``preview`` gives the full image.
+        """
         if output_type == "latent":
             return latents
+        if preview:
+            return self._preview_images(latents, output_type)
         vae = self.vae
         upcast = vae.dtype == torch.float16 and vae.config.force_upcast
         if upcast:
@@ -349,6 +363,21 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         if self.watermark is not None:
             image = self.watermark.apply_watermark(image)
         return self.image_processor.postprocess(image, output_type=output_type)
+
+    def _preview_images(self, latents, output_type):
+        decoder = self.preview_decoder
+        if decoder is None:
+            raise ConfigError(
+                "preview=True needs a preview decoder: load the pipeline with "
+                "load_pipeline(..., preview_decoder=True) (or tiny_pipeline(..., preview_decoder=True))"
+            )
+        parameter = next(iter(decoder.parameters()))
+        if parameter.device != latents.device:  # not moved by pipe.to(): follow the latents
+            decoder.to(latents.device)
+        # AutoencoderTiny reads SDXL's scaled latents directly (its scaling_factor is 1.0) and
+        # returns images in [-1, 1] like the VAE; it is fp16-safe, so no upcast.
+        image = decoder.decode(latents.to(parameter.dtype) / decoder.config.scaling_factor, return_dict=False)[0]
+        return self.image_processor.postprocess(image.clamp(-1, 1), output_type=output_type)
 
 
 def _expand(x: torch.Tensor, images: int, what: str) -> torch.Tensor:

@@ -9,6 +9,14 @@ back. No class is patched, so other pipelines in the process are unaffected.
 Each processor reads the denoising step from a :class:`StepContext` that the caller owns and
 updates before each UNet evaluation: nothing is counted inside the processor, so a second call
 or a call after an exception starts from a clean state.
+
+Nothing here waits for the device inside a UNet forward: whether AM is on in a layer depends only
+on Python values (the part, the step index), never on tensor contents. Under ``torch.compile`` the
+step index and the step's AM constants (k, q, s of the schedule) are Python numbers, so a compiled
+UNet specialises on them: one graph per distinct (step index, branch count) of a run, at most one
+per step (4 for the 4-step presets, within dynamo's recompile limit of 8). Passing the constants
+as 0-d tensors would not save those graphs, since the branch count (the batch) and whether AM is
+on also change from step to step, and the quantile's interpolation index must be a Python int.
 """
 
 from __future__ import annotations

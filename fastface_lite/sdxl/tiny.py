@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderTiny,
     UNet2DConditionModel,
 )
 from transformers import (
@@ -150,6 +151,23 @@ def _tiny_vae(d: TinyDims, sample_size: int) -> AutoencoderKL:
         norm_num_groups=8,
         sample_size=sample_size,
         scaling_factor=0.13025,  # SDXL VAE's
+    )
+
+
+def tiny_preview_decoder(seed: int = 0, dims: TinyDims = TINY) -> AutoencoderTiny:
+    """A tiny twin of ``madebyollin/taesdxl`` (diffusers AutoencoderTiny, random weights): same
+    classes and latent layout (4 channels, 1/8 of the pixels), one block per level."""
+    n = len(dims.vae_channels)  # n levels: n - 1 doublings, as in the tiny VAE
+    return _build(
+        seed,
+        "preview_decoder",
+        lambda: AutoencoderTiny(
+            encoder_block_out_channels=(8,) * n,
+            decoder_block_out_channels=(8,) * n,
+            num_encoder_blocks=(1,) * n,
+            num_decoder_blocks=(1,) * n,
+            latent_channels=4,
+        ).eval(),
     )
 
 
@@ -343,7 +361,11 @@ _TINY_MEMO: dict[tuple, FastFacePipeline] = {}
 
 
 def tiny_pipeline(
-    adapter: str | None = "faceid-plusv2", seed: int = 0, model: str = "hyper", device: str = "cpu"
+    adapter: str | None = "faceid-plusv2",
+    seed: int = 0,
+    model: str = "hyper",
+    device: str = "cpu",
+    preview_decoder: bool = False,
 ) -> FastFacePipeline:
     """A tiny, randomly initialised, SDXL-shaped `FastFacePipeline`, built offline in seconds.
 
@@ -353,6 +375,8 @@ def tiny_pipeline(
 
     Same `seed` -> bit-identical weights. Each call returns an independent copy (a memo of built
     pipelines makes repeated calls cheap). Default size: `tiny_size(model)` (256 px, turbo 128 px).
+    `preview_decoder`: also set `pipe.preview_decoder` to :func:`tiny_preview_decoder`, as
+    `load_pipeline(preview_decoder=True)` does with the real one.
     """
     check_model(model)
     check_adapter(adapter)
@@ -362,7 +386,10 @@ def tiny_pipeline(
     built = _TINY_MEMO[key]
     # Tokenizers are read-only in use and slow to copy: share them; copy everything else.
     shared = {id(built.tokenizer): built.tokenizer, id(built.tokenizer_2): built.tokenizer_2}
-    return copy.deepcopy(built, memo=shared).to(device)
+    pipe = copy.deepcopy(built, memo=shared).to(device)
+    if preview_decoder:
+        pipe.preview_decoder = tiny_preview_decoder(seed).to(device)
+    return pipe
 
 
 def sized_pipeline(

@@ -19,10 +19,12 @@ from fastface_lite.method.checkpoints import (
     ADAPTERS,
     CLIP_VIT_H,
     FACEID_REPO,
+    PREVIEW_DECODER,
     SDXL_BASE,
     check_adapter,
     check_model,
     check_steps,
+    check_vae,
 )
 from fastface_lite.sdxl.adapter import projection_layer
 
@@ -47,7 +49,13 @@ class HubFile:
     how: str  # how it enters the pipeline
 
 
-def hub_files(model: str = "hyper", steps: int = 4, adapter: str | None = "faceid-plusv2") -> list[HubFile]:
+def hub_files(
+    model: str = "hyper",
+    steps: int = 4,
+    adapter: str | None = "faceid-plusv2",
+    vae: str = "sdxl",
+    preview_decoder: bool = False,
+) -> list[HubFile]:
     """What :func:`fastface_lite.sdxl.loading.load_pipeline` reads for these arguments, in load order.
 
     Nothing is downloaded; the arguments are validated as `load_pipeline` validates them.
@@ -55,6 +63,7 @@ def hub_files(model: str = "hyper", steps: int = 4, adapter: str | None = "facei
     checkpoint = check_model(model)
     check_steps(checkpoint, steps)
     check_adapter(adapter)
+    vae_repo = check_vae(vae)
     rows = []
     if checkpoint.how == "unet_folder":
         rows.append(HubFile("unet", checkpoint.repo, "unet/", "replaces SDXL's UNet"))
@@ -67,7 +76,10 @@ def hub_files(model: str = "hyper", steps: int = 4, adapter: str | None = "facei
                 "full UNet state dict, loaded into SDXL's UNet config",
             )
         )
-    base_parts = "text encoders, tokenizers, VAE" + (", UNet" if checkpoint.how in ("lora", "base") else "")
+    if vae_repo is not None:
+        rows.append(HubFile("vae", vae_repo, "folder/", "AutoencoderKL that decodes in fp16 (replaces SDXL's VAE)"))
+    base_parts = "text encoders, tokenizers" + (", VAE" if vae_repo is None else "")
+    base_parts += ", UNet" if checkpoint.how in ("lora", "base") else ""
     rows.append(HubFile(base_parts, SDXL_BASE, "*/ (fp16 variant on GPU)", "StableDiffusionXLPipeline layout"))
     if checkpoint.how == "unet_folder":
         rows.append(
@@ -97,6 +109,10 @@ def hub_files(model: str = "hyper", steps: int = 4, adapter: str | None = "facei
                 ADAPTERS[adapter],
                 "load_ip_adapter: ID projection, to_k_ip/to_v_ip, LoRA 'faceid_0'",
             )
+        )
+    if preview_decoder:
+        rows.append(
+            HubFile("preview_decoder", PREVIEW_DECODER, "folder/", "AutoencoderTiny, latents_to_images(preview=True)")
         )
     return rows
 

@@ -64,6 +64,8 @@ class SweepResult:
     norms: per step, Frobenius norms of the branches and of the two guidance terms (first seed).
     evaluations: UNet evaluations of the first seed's image (norm recording evaluates all branches).
     planned: UNet evaluations the same config needs without norm recording.
+    latents: the final latents per seed, (1, 4, h, w) each (to decode again with the other decoder).
+    preview: whether ``images`` came from the preview decoder (else the full VAE).
     """
 
     config: FastFaceConfig
@@ -72,6 +74,8 @@ class SweepResult:
     norms: list
     evaluations: int
     planned: int
+    latents: list = ()
+    preview: bool = False
 
 
 class SweepExplorer:
@@ -87,6 +91,8 @@ class SweepExplorer:
         seeds: one image per seed.
         preset: the variant the controls start from; its attention settings are kept throughout.
         auto_update: regenerate on every change (else press "Generate").
+        preview: decode with the pipeline's preview decoder (``pipe.preview_decoder``, the tiny
+            autoencoder) while sweeping; "full VAE" decodes the last images again with the VAE.
     """
 
     def __init__(
@@ -99,8 +105,16 @@ class SweepExplorer:
         seeds: Sequence[int] = (0, 1),
         preset: str = "fastface-am1",
         auto_update: bool = True,
+        preview: bool = False,
     ):
         from fastface_lite.sdxl.loading import model_timesteps
+
+        has_decoder = getattr(pipe, "preview_decoder", None) is not None
+        if preview and not has_decoder:
+            raise ConfigError(
+                "SweepExplorer(preview=True) needs a pipeline with a preview decoder: "
+                "load_pipeline(..., preview_decoder=True) or tiny_pipeline(..., preview_decoder=True)"
+            )
 
         self.pipe, self.id_inputs, self.prompt, self.model = pipe, id_inputs, prompt, model
         self.seeds = tuple(int(s) for s in seeds)
@@ -125,6 +139,8 @@ class SweepExplorer:
         self.phi = _slider("phi", 0.7, "ff-phi", max=1.0, step=0.05)
         self.renorm = widgets.Checkbox(value=False, description="renorm term 2")
         self.generate = widgets.Button(description="Generate", button_style="primary")
+        self.preview = widgets.Checkbox(value=preview, description="preview decoder", disabled=not has_decoder)
+        self.full_vae = widgets.Button(description="full VAE", disabled=not has_decoder)
         self.summary = widgets.HTML()
         self.summary.add_class("ff-sweep-summary")
         self.images = widgets.Image(format="png")
@@ -136,6 +152,7 @@ class SweepExplorer:
         for control in self._guidance_controls():
             control.observe(self._changed, names="value")
         self.generate.on_click(lambda _: self.regenerate())
+        self.full_vae.on_click(lambda _: self.decode_full())
         self.auto_update = auto_update
         self.apply_preset(preset)
 
@@ -246,7 +263,7 @@ class SweepExplorer:
         except (ConfigError, ValueError) as error:
             self.summary.value = f"<span style='color:#b00'>not run: {html.escape(str(error))}</span>"
             return None
-        images, norms, evaluations = [], [], 0
+        latents, norms, evaluations = [], [], 0
         for index, seed in enumerate(self.seeds):
             # only the first seed records norms (every branch); the others run what the config reads
             seed_cfg = cfg if index == 0 else cfg.replace(guidance=replace(cfg.guidance, record_norms=False))
@@ -254,17 +271,37 @@ class SweepExplorer:
                 prompt=self.prompt,
                 fastface=seed_cfg,
                 generator=torch.Generator().manual_seed(seed),
+                output_type="latent",
                 **self.id_inputs.call_kwargs(),
             )
-            images.append(out.images[0])
+            latents.append(out.images)
             if index == 0:
                 norms, evaluations = out.guidance_norms, out.unet_evaluations
         self.runs += 1
+        preview = self.preview.value
         self.last = SweepResult(
-            cfg, images, self.weights(cfg), norms, evaluations, planned_evaluations(cfg, self.timesteps)
+            cfg,
+            self._decode(latents, preview),
+            self.weights(cfg),
+            norms,
+            evaluations,
+            planned_evaluations(cfg, self.timesteps),
+            latents,
+            preview,
         )
         self._show(self.last)
         return self.last
+
+    def decode_full(self) -> SweepResult | None:
+        """Decode the last images again with the full VAE (after a preview) and show them."""
+        if self.last is None or not self.last.preview:
+            return self.last
+        self.last = replace(self.last, images=self._decode(self.last.latents, False), preview=False)
+        self._show(self.last)
+        return self.last
+
+    def _decode(self, latents: list, preview: bool) -> list:
+        return [self.pipe.latents_to_images(x, "pil", preview=preview)[0] for x in latents]
 
     def _show(self, result: SweepResult) -> None:
         a, b = zip(*result.weights, strict=True)
@@ -276,7 +313,8 @@ class SweepExplorer:
             f"<b>run {self.runs}</b> · DCG type {g.dcg_type} · schedule {self.shape.value} · "
             f"a {_fmt(a)} · b {_fmt(b)} · rescale {rescale} · renorm {'on' if g.renorm else 'off'}<br>"
             f"UNet evaluations per image: <b>{result.planned}</b> (first seed {result.evaluations}: "
-            f"its norms need every branch) · AM from preset {self.preset.value}<br>"
+            f"its norms need every branch) · AM from preset {self.preset.value} · "
+            f"decoded with {'the preview decoder' if result.preview else 'the full VAE'}<br>"
             f"‖term 1‖ per step {_norms(term1)} · ‖term 2‖ per step {_norms(term2)}"
         )
         self.images.value = figure_png(image_grid(result.images, [f"seed {s}" for s in self.seeds]), dpi=80)
@@ -296,7 +334,7 @@ class SweepExplorer:
                     guidance_row,
                     shape_row,
                     steps,
-                    self.generate,
+                    widgets.HBox([self.generate, self.preview, self.full_vae]),
                     self.summary,
                     widgets.HBox([self.images, self.plot]),
                 ]

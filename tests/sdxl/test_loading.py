@@ -379,6 +379,16 @@ def hub(tmp_path_factory):
     for adapter in ADAPTERS:
         write_faceid_adapter(unet, adapter, seed=5, folder=faceid)
 
+    # the fp16-safe VAE: one diffusers folder at the repo root whose config keeps decoding in fp16
+    # (marked: a conv bias + 1 tells its weights from SDXL base's VAE)
+    fp16_fix = tiny_components(seed=11, model="base")["vae"]
+    fp16_fix.register_to_config(force_upcast=False)
+    with torch.no_grad():
+        fp16_fix.post_quant_conv.bias.add_(1.0)
+    fp16_fix.save_pretrained(snapshot(cache, checkpoints.VAE_FP16_FIX))
+    preview = tiny.tiny_preview_decoder(seed=3)
+    preview.save_pretrained(snapshot(cache, checkpoints.PREVIEW_DECODER))
+
     vision = tiny_components(with_image_encoder=True)["image_encoder"].config.to_dict()
     text = parts["text_encoder"].config.to_dict()
     # the laion repo holds a whole CLIP model; load_pipeline takes its vision tower
@@ -392,6 +402,8 @@ def hub(tmp_path_factory):
         "lightning": lightning,
         "turbo_unet": state(turbo_unet),
         "fp16_conv_in_bias": fp16["conv_in.bias"],
+        "fp16_fix_vae": state(fp16_fix),
+        "preview_decoder": state(preview),
     }
 
 
@@ -502,6 +514,28 @@ def test_load_pipeline_fp16_reads_fp16_variant(offline):
     assert torch.equal(pipe.unet.conv_in.bias, offline["fp16_conv_in_bias"])
 
 
+def test_load_pipeline_fp16_fix_vae_and_preview_decoder_offline(offline):
+    """vae="fp16-fix" swaps in madebyollin/sdxl-vae-fp16-fix, which decodes in fp16 (no upcast);
+    preview_decoder=True adds madebyollin/taesdxl; both from the filled cache."""
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    pipe = load(offline, "hyper", vae="fp16-fix", preview_decoder=True, dtype=torch.float16)
+    assert type(pipe.vae) is AutoencoderKL and pipe.vae.config.force_upcast is False
+    assert pipe.vae.dtype == torch.float16
+    for key, value in offline["fp16_fix_vae"].items():
+        torch.testing.assert_close(pipe.vae.state_dict()[key], value.half(), rtol=0, atol=0)
+    assert type(pipe.preview_decoder) is AutoencoderTiny and pipe.preview_decoder.dtype == torch.float16
+    assert torch.equal(
+        pipe.preview_decoder.state_dict()["decoder.layers.0.weight"].float(),
+        offline["preview_decoder"]["decoder.layers.0.weight"].half().float(),
+    )
+    plain = load(offline, "hyper")  # the default keeps SDXL base's own VAE and no preview decoder
+    assert plain.preview_decoder is None and plain.vae.config.force_upcast is True
+    assert not torch.equal(plain.vae.post_quant_conv.bias, pipe.vae.post_quant_conv.bias.float())
+    with pytest.raises(ValueError, match="'fp16-fix'"):
+        load(offline, "hyper", vae="fp16fix")
+
+
 def test_workbook_full_mode_loads_the_hub_preset(offline):
     """What a notebook's `wb.pipeline()` does in full mode, from the filled cache (CPU, fp32 here)."""
     from fastface_lite.workbook.session import Workbook
@@ -513,8 +547,11 @@ def test_workbook_full_mode_loads_the_hub_preset(offline):
     assert pipe._progress_bar_config == {"disable": True}
 
 
-@pytest.mark.parametrize("model", list(EXPECTED))
-def test_hub_files_lists_every_repo_load_pipeline_reads(hub, monkeypatch, tmp_path, model):
+@pytest.mark.parametrize(
+    "model, options",
+    [(model, {}) for model in EXPECTED] + [("hyper", {"vae": "fp16-fix", "preview_decoder": True})],
+)
+def test_hub_files_lists_every_repo_load_pipeline_reads(hub, monkeypatch, tmp_path, model, options):
     """A cache holding only the repos `anatomy.hub_files` names is enough for `load_pipeline`, and
     each of those repos is needed: notebook 01's table cannot drift from the loader unnoticed."""
     from huggingface_hub import constants
@@ -523,7 +560,7 @@ def test_hub_files_lists_every_repo_load_pipeline_reads(hub, monkeypatch, tmp_pa
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    repos = {row.repo for row in hub_files(model, 4, "faceid-plusv2")}
+    repos = {row.repo for row in hub_files(model, 4, "faceid-plusv2", **options)}
 
     def cache_with(wanted):
         folder = tmp_path / f"cache-{len(wanted)}-{abs(hash(tuple(sorted(wanted))))}"
@@ -534,7 +571,13 @@ def test_hub_files_lists_every_repo_load_pipeline_reads(hub, monkeypatch, tmp_pa
         return folder
 
     pipe = load_pipeline(
-        model=model, steps=4, adapter="faceid-plusv2", device="cpu", dtype=torch.float32, cache_dir=cache_with(repos)
+        model=model,
+        steps=4,
+        adapter="faceid-plusv2",
+        device="cpu",
+        dtype=torch.float32,
+        cache_dir=cache_with(repos),
+        **options,
     )
     assert isinstance(pipe, FastFacePipeline)
     for missing in sorted(repos):
@@ -546,4 +589,5 @@ def test_hub_files_lists_every_repo_load_pipeline_reads(hub, monkeypatch, tmp_pa
                 device="cpu",
                 dtype=torch.float32,
                 cache_dir=cache_with(repos - {missing}),
+                **options,
             )

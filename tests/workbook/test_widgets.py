@@ -173,3 +173,25 @@ def test_inspector_says_why_a_selection_is_empty(tiny_plus):
     inspector.step.value = 0
     assert inspector.last is kept  # nothing lost ...
     assert "uncond" in inspector.summary.value and "color:#b00" in inspector.summary.value  # ... and it says why
+
+
+def test_sweep_previews_with_the_tiny_decoder_and_the_full_vae_is_one_click_away():
+    pipe = ff.tiny_pipeline(adapter="faceid", seed=0, preview_decoder=True)
+    inputs = random_id_inputs(pipe)
+    explorer = SweepExplorer(pipe, inputs, PROMPT, seeds=(0,), preset="baseline", auto_update=False, preview=True)
+    result = explorer.regenerate()
+    assert result.preview and "preview decoder" in explorer.summary.value
+    assert np.array_equal(np.asarray(result.images[0]), pipe.latents_to_images(result.latents[0], preview=True)[0])
+    shown = bytes(explorer.images.value)
+    explorer.full_vae.click()  # what the "full VAE" button does
+    full = explorer.last
+    assert not full.preview and "full VAE" in explorer.summary.value and bytes(explorer.images.value) != shown
+    # the full decode is what the pipeline itself returns for that config and seed
+    out = pipe(prompt=PROMPT, fastface=full.config, generator=torch.Generator().manual_seed(0), **inputs.call_kwargs())
+    assert np.array_equal(np.asarray(out.images[0]), np.asarray(full.images[0]))
+    assert full.images[0].size == result.images[0].size
+
+
+def test_sweep_preview_needs_a_preview_decoder(tiny_plus):
+    with pytest.raises(ff.ConfigError, match="preview_decoder=True"):
+        SweepExplorer(tiny_plus, random_id_inputs(tiny_plus), PROMPT, seeds=(0,), auto_update=False, preview=True)
