@@ -32,3 +32,9 @@ class ImageTooSmallError(FaceError):
 
 class NoFaceError(FaceError):
     """The image was read but no face was detected in it."""
+
+
+class RunFolderError(FastFaceError, ValueError):
+    """An evaluation run folder that cannot be used as asked: it holds something else, holds a run
+    and neither --resume nor --overwrite was given, was started with other settings, or another
+    command is writing it right now."""
