@@ -45,6 +45,7 @@ from fastface_lite.method.am import attention_probs
 from fastface_lite.method.am_config import AttentionConfig
 from fastface_lite.sdxl.processor import StepContext, install
 
+TEXT_POSITIONS = 77  # CLIP's context: every SDXL prompt is padded or cut to 77 token positions
 _TRACES = "_fastface_traces"  # attribute of a UNet while traces record it: their `_Traces`
 
 
@@ -404,7 +405,7 @@ class Trace:
             positions += self.token_positions(t) if isinstance(t, str) else [int(t)]
         bad = [p for p in positions if not 0 <= p < length]
         if bad:
-            raise ValueError(f"text token positions {bad} are outside 0..{length - 1}")
+            raise InputError(f"text token positions {bad} are outside 0..{length - 1}")
         return sorted(set(positions))
 
     def _resolve_id_request(self, num_tokens: int) -> list[int]:
@@ -439,8 +440,13 @@ class Trace:
                 positions += self.token_positions(t)
                 labels.append(repr(t))
             else:
-                positions.append(int(t))
-                labels.append(self._position_label(int(t)))
+                if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < TEXT_POSITIONS:
+                    raise InputError(
+                        f"text token {t!r} is neither a position 0..{TEXT_POSITIONS - 1} nor a word "
+                        "of the prompt (a string); see tr.prompt_tokens for the positions"
+                    )
+                positions.append(t)
+                labels.append(self._position_label(t))
         missing = [p for p in positions if p not in recorded]
         if missing:
             raise NothingRecorded(f"text positions {missing} were not recorded (trace(..., text_tokens=...))")
