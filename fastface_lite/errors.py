@@ -22,9 +22,10 @@ class MissingFileError(FastFaceError, FileNotFoundError):
     """A file the user named (a photo, a prompt file) that does not exist."""
 
 
-class WeightsUnavailable(FastFaceError, RuntimeError):
+class WeightsUnavailable(FastFaceError, OSError):
     """Model weights that are neither on disk nor downloadable (offline, or no network): full
-    mode needs them; tiny mode runs offline."""
+    mode needs them; tiny mode runs offline. An OSError, as the hub clients' own "not in the
+    cache" errors are."""
 
 
 class NothingRecorded(FastFaceError, LookupError):
