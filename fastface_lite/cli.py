@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fastface_lite.errors import FastFaceError, user_error
+
 
 def _demo(args) -> int:
     from fastface_lite.workbook.demo import run_demo
@@ -33,11 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run a command; a user error (the package's own `FastFaceError`, or a path that does not
+    exist) is one message on stderr and exit code 2. Anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as err:  # bad input: say what and where, no traceback
-        print(f"fastface {args.command}: {err}", file=sys.stderr)
+    except (FastFaceError, FileNotFoundError) as err:
+        print(user_error(args.command, err), file=sys.stderr)
         return 2
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fastface_lite.errors import FastFaceError, user_error
 from fastface_lite.method.checkpoints import ADAPTERS, MODELS
 from fastface_lite.method.config import VARIANTS
 
@@ -132,13 +133,6 @@ def register(subparsers) -> None:
     me.set_defaults(run=run_metrics)
 
 
-def _user_errors():
-    from fastface_lite.errors import ConfigError, FaceError
-    from fastface_lite.evaluation.run_folder import RunFolderError
-
-    return RunFolderError, ConfigError, FaceError, FileNotFoundError
-
-
 def run_eval(args) -> int:
     from fastface_lite.evaluation.grid import EvalSpec
     from fastface_lite.evaluation.runner import run_evaluation
@@ -165,8 +159,8 @@ def run_eval(args) -> int:
             progress=not args.no_progress,
             limit=args.limit,
         )
-    except _user_errors() as err:
-        print(f"fastface eval: error: {err}", file=sys.stderr)
+    except (FastFaceError, FileNotFoundError) as err:  # a user error: one message, no traceback
+        print(user_error("eval", err), file=sys.stderr)
         return 2
     return 0
 
@@ -176,7 +170,7 @@ def run_metrics(args) -> int:
 
     try:
         recompute_metrics(args.run_dir, progress=not args.no_progress, device=args.device)
-    except _user_errors() as err:
-        print(f"fastface metrics: error: {err}", file=sys.stderr)
+    except (FastFaceError, FileNotFoundError) as err:
+        print(user_error("metrics", err), file=sys.stderr)
         return 2
     return 0

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from fastface_lite.errors import ConfigError
+from fastface_lite.errors import ConfigError, MissingFileError
 from fastface_lite.evaluation.run_folder import IMAGES, Identity, RunFolderError, sha256_file
 from fastface_lite.faces.photos import face_names, face_path, load_prompts
 from fastface_lite.method.checkpoints import ADAPTERS, MODELS
@@ -112,7 +112,7 @@ def resolve_identities(identities: Sequence[str]) -> list[Identity]:
         path = Path(entry).expanduser()
         if not path.is_file():
             if os.sep in entry or "/" in entry or path.suffix:
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"identity photo {entry!r} does not exist; pass a shipped face "
                     f"({', '.join(face_names())}) or a path to a photo"
                 )

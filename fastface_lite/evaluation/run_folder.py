@@ -5,7 +5,11 @@ holds every file operation a run does, so none of them is spread over the runner
 the image first (to a temporary file, then ``os.replace``), then one JSON line appended to the
 process's own log ``shards/process-NNN.jsonl`` (flush + fsync). A restart with ``resume=True``
 (``--resume``) reads the logs, ignores a torn last line, and skips every item that has a record
-and an image. Settings are stored in ``settings.json``; resuming with other settings is refused.
+and an intact image (readable, of the recorded size and SHA-256). Settings are stored in
+``settings.json``; resuming with other settings is refused.
+
+**One writer per folder**: a command holds the folder's lock (``.fastface-run.lock``, see
+`RunFolder.claim`) from before it reads anything until it exits; a second command is refused.
 
 Run folder::
 
@@ -17,6 +21,7 @@ Run folder::
       results.jsonl, results.csv  the merged table, one row per image, in grid order
       summary.csv, summary.md     mean and 95% bootstrap interval per (model, variant, prompt_set)
       plots/<metric>.png          one bar chart per metric
+      .fastface-run.lock          the one-writer lock, and .fastface-run.owner.json: who holds it
 
 What the settings *mean* is :class:`fastface_lite.evaluation.grid.RunSettings`; this module stores
 and compares them as the JSON object ``RunSettings.to_json()`` gives, so it needs no knowledge of
@@ -32,6 +37,8 @@ import json
 import math
 import os
 import shutil
+import socket
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -40,6 +47,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from filelock import FileLock, Timeout
+
+from fastface_lite.errors import RunFolderError
+
+__all__ = ["RunFolder", "RunFolderError", "AppendLog", "Identity", "atomic_write", "sha256_file"]
 
 SETTINGS_FILE = "settings.json"
 RESULTS_JSONL = "results.jsonl"
@@ -56,8 +68,24 @@ _RUN_ENTRIES = (SETTINGS_FILE, RESULTS_JSONL, RESULTS_CSV, SUMMARY_CSV, SUMMARY_
 Decision = Literal["new", "resume", "overwrite"]
 
 
-class RunFolderError(ValueError):
-    """The output folder cannot be used as asked (exists without --resume/--overwrite, other settings...)."""
+# the one-writer lock (see `RunFolder.claim`): a file that is flock-ed, and who holds it
+LOCK_FILE = ".fastface-run.lock"
+OWNER_FILE = ".fastface-run.owner.json"
+_LOCK_ENTRIES = (LOCK_FILE, OWNER_FILE)
+
+
+class StaleLockWarning(UserWarning):
+    """A run folder's lock was left by a command that died (killed) while holding it."""
+
+
+def _me() -> dict:
+    """This process as the holder of a run folder: pid, host, start time, command line."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]]),
+    }
 
 
 @dataclass(frozen=True)
@@ -169,13 +197,28 @@ class AppendLog:
         self.close()
 
 
+def _entries(run_dir: Path) -> list[str]:
+    """What a folder holds apart from the lock of `RunFolder.claim`."""
+    return [p.name for p in run_dir.iterdir() if p.name not in _LOCK_ENTRIES]
+
+
+def _around(text: str, at: int, width: int = 100) -> str:
+    """``text`` cut to ``width`` characters from a little before position ``at``."""
+    start = max(0, at - 40)
+    return ("..." if start else "") + text[start : start + width] + ("..." if len(text) > start + width else "")
+
+
 def _differences(stored: Mapping, current: Mapping) -> list[str]:
+    """One line per differing setting; long values are cut around their first difference, so
+    the difference itself is always shown."""
     lines = []
     for key in sorted(set(stored) | set(current)):
         if stored.get(key) != current.get(key):
             old, new = json.dumps(stored.get(key)), json.dumps(current.get(key))
-            short = lambda s: s if len(s) <= 120 else s[:117] + "..."  # noqa: E731
-            lines.append(f"{key}: stored {short(old)}, now {short(new)}")
+            if max(len(old), len(new)) > 120:
+                at = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), len(old))
+                old, new = _around(old, at), _around(new, at)
+            lines.append(f"{key}: stored {old}, now {new}")
     return lines
 
 
@@ -203,14 +246,68 @@ class RunFolder:
 
     # -- owning the folder ---------------------------------------------------------------------
     @contextlib.contextmanager
-    def claim(self) -> Iterator[RunFolder]:
-        """The span in which one command reads and writes this folder (the main process enters it
-        before anything is read, and leaves it on any exit).
+    def claim(self, create: bool = True) -> Iterator[RunFolder]:
+        """The span in which this command alone reads and writes the folder.
 
-        HOOK: the place for an advisory one-writer lock, so that two commands can never write one
-        folder at once. No lock is taken yet: today this only marks the span.
+        An advisory lock (``filelock`` on ``RUN_DIR/.fastface-run.lock``) is taken before anything
+        else is read or written and released on any exit, exceptions and Ctrl-C included; who
+        holds it (pid, host, start time, command) is written next to it. A second command on the
+        same folder is refused at once with a `RunFolderError` that names the holder, and touches
+        nothing. The operating system drops the lock of a process that dies (kill -9 too); the
+        next command finds its owner file still there, reports the stale lock (a warning naming
+        the dead holder) and takes the folder over.
+
+        Args:
+            create: create the folder if it does not exist (``fastface eval``); with False a missing
+                folder is a `RunFolderError` (``fastface metrics``).
+
+        Raises:
+            RunFolderError: another command holds the folder; the path is a file; the folder cannot
+                be created or written (read-only, no permission).
         """
-        yield self
+        run_dir = self.path
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunFolderError(f"{run_dir} is a file, not a folder; choose another --out")
+        if not run_dir.exists() and not create:
+            raise RunFolderError(f"{run_dir} does not exist; give the folder of an evaluation run")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(run_dir / LOCK_FILE, timeout=0, thread_local=False)
+            lock.acquire()
+        except Timeout:
+            raise RunFolderError(
+                f"{run_dir} is in use by another command ({self._holder()}); wait for it to finish, "
+                "or choose another --out. Nothing was changed."
+            ) from None
+        except OSError as err:
+            raise RunFolderError(
+                f"cannot write to {run_dir} ({err.strerror or err}); a run folder must be a writable "
+                "folder: check its permissions or choose another --out"
+            ) from None
+        try:
+            owner = run_dir / OWNER_FILE
+            if owner.is_file():  # the lock is ours, so whoever wrote this died holding it
+                warnings.warn(
+                    f"{run_dir}: stale lock of a command that ended without releasing it "
+                    f"({self._holder()}); taking the folder over",
+                    StaleLockWarning,
+                    stacklevel=3,
+                )
+            atomic_write(owner, json.dumps(_me(), indent=2) + "\n")
+            try:
+                yield self
+            finally:
+                owner.unlink(missing_ok=True)
+        finally:
+            lock.release()
+
+    def _holder(self) -> str:
+        """The owner of the lock in words, from its owner file (or that it has not written it yet)."""
+        try:
+            owner = json.loads((self.path / OWNER_FILE).read_text(encoding="utf-8"))
+            return f"pid {owner['pid']} on {owner['host']}, started {owner['started']}, command: {owner['command']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "its pid and command are not written yet or unreadable"
 
     # -- before a run --------------------------------------------------------------------------
     def decide(self, settings: Mapping[str, Any], resume: bool, overwrite: bool) -> Decision:
@@ -223,7 +320,7 @@ class RunFolder:
         if resume and overwrite:
             raise RunFolderError("--resume and --overwrite exclude each other; pass one of them")
         run_dir = self.path
-        if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+        if not run_dir.exists() or (run_dir.is_dir() and not _entries(run_dir)):
             return "new"
         if not run_dir.is_dir():
             raise RunFolderError(f"{run_dir} is a file, not a folder; choose another --out")
@@ -325,12 +422,31 @@ class RunFolder:
         return newest
 
     def finished(self) -> set[str]:
-        """Keys of the items that are done: they have a record and their image exists.
+        """Keys of the items that are done: they have a record and an intact image.
 
-        The one place that says what a resume may skip (an item whose image went missing is
-        generated again).
+        The one place that says what a resume may skip. Intact: a readable PNG, and, where the
+        record holds them (every record written since they were added), the recorded size in
+        bytes and SHA-256. An item whose image is missing, truncated or replaced is generated again.
         """
-        return {key for key, record in self.records().items() if (self.path / record.get("image", "")).is_file()}
+        return {key for key, record in self.records().items() if self._image_intact(record)}
+
+    def _image_intact(self, record: Mapping[str, Any]) -> bool:
+        path = self.path / str(record.get("image") or "")
+        if not record.get("image") or not path.is_file():
+            return False
+        data = path.read_bytes()
+        if record.get("image_bytes") is not None and len(data) != record["image_bytes"]:
+            return False
+        if record.get("image_sha256") is not None and hashlib.sha256(data).hexdigest() != record["image_sha256"]:
+            return False
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()  # decodes every row: a truncated file fails here
+        except (OSError, SyntaxError, ValueError):
+            return False
+        return True
 
     def identity_photo(self, name: str) -> Path:
         """The folder's copy of identity ``name``'s photo (RunFolderError if it is missing)."""
@@ -345,13 +461,17 @@ class RunFolder:
         """Process ``process_index``'s own append-only log, shards/process-NNN.jsonl."""
         return AppendLog(self.path / SHARDS / f"process-{process_index:03d}.jsonl")
 
-    def write_image(self, relative: str, image) -> Path:
-        """Save a PIL ``image`` as PNG at ``relative`` (a path inside the folder), atomically."""
+    def write_image(self, relative: str, image) -> dict:
+        """Save a PIL ``image`` as PNG at ``relative`` (a path inside the folder), atomically.
+
+        Returns ``{"image_bytes": size, "image_sha256": hex digest}`` of the file written: put them
+        in the item's record, so that a resume can tell an intact image from a damaged one.
+        """
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
-        path = self.path / relative
-        atomic_write(path, buffer.getvalue())
-        return path
+        data = buffer.getvalue()
+        atomic_write(self.path / relative, data)
+        return {"image_bytes": len(data), "image_sha256": hashlib.sha256(data).hexdigest()}
 
     def write_text(self, relative: str, text: str) -> Path:
         """Write a text file (UTF-8) at ``relative`` inside the folder, atomically."""

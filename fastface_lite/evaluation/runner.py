@@ -19,8 +19,9 @@ What makes a run trustworthy, and which module gets it:
   process g % n), each process appends to its own log, and the main process merges the logs after
   ``wait_for_everyone`` (:mod:`fastface_lite.evaluation.summary`). Results do not depend on the
   number of processes (bit for bit when every process uses the same number of CPU threads; CPU
-  float sums depend on it at the 1e-6 level). One command at a time per run folder; across
-  machines the folder must be on a shared filesystem.
+  float sums depend on it at the 1e-6 level). One command at a time per run folder: the main
+  process holds the folder's lock (``RunFolder.claim``) for the whole command and a second command
+  is refused; across machines the folder must be on a shared filesystem.
 
 Metrics per image (SPEC §5): identity similarity with the mode's analyzer (tiny: dlib; full:
 insightface buffalo_l) plus dlib as an independent second opinion (in tiny mode the primary already
@@ -342,8 +343,9 @@ def _generate(
         for item in mine:
             photo = identities[item.identity].path
             image, evaluations, seconds = generate(item, photo)
-            folder.write_image(item.image, image)
+            facts = folder.write_image(item.image, image)
             record = _item_record(item)
+            record.update(facts)  # size and hash: what --resume checks the image against
             record.update(unet_evaluations=evaluations, seconds=seconds)
             record.update(scorers.score(image, item.prompt, photo))
             record["finished_at"] = time.time()
@@ -366,7 +368,7 @@ def recompute_metrics(run_dir, *, progress: bool = True, device=None) -> pd.Data
     warning says how many).
     """
     folder = RunFolder(run_dir)
-    with folder.claim():
+    with folder.claim(create=False):
         settings = RunSettings.from_json(folder.load_settings())
         if device is None:
             device = "cuda" if torch.cuda.is_available() and settings.mode == "full" else "cpu"

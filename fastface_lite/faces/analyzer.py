@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastface_lite.errors import NoFaceError
+from fastface_lite.errors import NoFaceError, WeightsUnavailable
 from fastface_lite.faces.images import ImageInput, describe, load_rgb
 
 __all__ = [
@@ -210,7 +210,7 @@ class _InsightfaceBackend:
         except Exception as err:
             if on_disk:
                 raise
-            raise RuntimeError(
+            raise WeightsUnavailable(
                 f"The insightface pack {name!r} is not in {folder} and could not be downloaded "
                 f"({type(err).__name__}: {err}). Unzip {name}.zip there, or use "
                 "FaceAnalyzer('dlib') offline."

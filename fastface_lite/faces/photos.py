@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fastface_lite.errors import ConfigError, MissingFileError
+
 __all__ = [
     "DATA_DIR",
     "load_prompts",
@@ -45,17 +47,23 @@ def load_prompts(name_or_path: str | os.PathLike) -> list[str]:
     path = DATA_DIR / "prompts" / f"{text}.txt" if is_name else Path(text)
     if not path.is_file():
         known = ", ".join(prompt_sets()) or "none"
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No prompt file at '{path}'. Shipped sets: {known}; or pass "
             "the path of a .txt file with one prompt per line."
         )
     prompts = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"prompt file '{path}' is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8"
+        ) from None
+    for line in lines:
         line = line.strip()
         if line and not line.startswith("#"):
             prompts.append(line.lower())
     if not prompts:
-        raise ValueError(f"'{path}' holds no prompts (only blank lines or # comments).")
+        raise ConfigError(f"'{path}' holds no prompts (only blank lines or # comments).")
     return prompts
 
 
@@ -79,9 +87,7 @@ def face_path(name: str) -> Path:
         path = DATA_DIR / "faces" / f"{name}{suffix}"
         if path.is_file():
             return path
-    raise FileNotFoundError(
-        f"No face photo named {name!r} in {DATA_DIR / 'faces'}; shipped: {', '.join(face_names())}."
-    )
+    raise MissingFileError(f"No face photo named {name!r} in {DATA_DIR / 'faces'}; shipped: {', '.join(face_names())}.")
 
 
 def insightface_group_photo() -> Path:

@@ -44,12 +44,13 @@ from "asked wrongly" by the exception's class.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from fastface_lite.errors import NothingRecorded
+from fastface_lite.errors import InputError, NothingRecorded
 from fastface_lite.inspect.heatmap import HeatMap
 from fastface_lite.method.am import unet_part
 from fastface_lite.method.am_config import PARTS
@@ -326,9 +327,15 @@ class AttentionStore:
         if branch not in self._branch_index:
             raise NothingRecorded(f"branch {branch!r} was not recorded; recorded: {self.branches}")
         groups = self._select_groups(block)
-        steps = self.steps if step is None else [int(s) for s in as_list(step)]
+        steps = self.steps if step is None else _step_indices(step)
         keys = [(kind, store_stage, g, s, branch) for g in groups for s in steps]
         keys = [k for k in keys if k in self._sums]
+        missing = [s for s in steps if step is not None and not any(k[3] == s for k in keys)]
+        if missing and keys:  # asked for by index: every step asked for must be there, none dropped
+            raise NothingRecorded(
+                f"step(s) {missing} of step={step!r} were not recorded for branch {branch!r} in block={block!r}; "
+                f"recorded steps: {self.steps}"
+            )
         if not keys:
             raise NothingRecorded(
                 f"nothing recorded for block={block!r}, step={step!r}, branch={branch!r}; "
@@ -352,10 +359,18 @@ class AttentionStore:
         if block is None:
             return self.blocks
         selectors = as_list(block)
-        groups = [g for g in self.blocks if any(matches_block(g, s) for s in selectors)]
-        if not groups:
-            raise NothingRecorded(f"block {block!r} was not recorded; recorded: {self.blocks}")
-        return groups
+        unmatched = [s for s in selectors if not any(matches_block(g, s) for g in self.blocks)]
+        if unmatched:  # one selector that matches nothing is an error, not silently dropped
+            raise NothingRecorded(f"block {unmatched[0]!r} was not recorded; recorded: {self.blocks}")
+        return [g for g in self.blocks if any(matches_block(g, s) for s in selectors)]
+
+
+def _step_indices(step) -> list[int]:
+    """``step`` (an index or a list of them) as a list of ints; anything else is an InputError."""
+    steps = as_list(step)
+    if not steps or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in steps):
+        raise InputError(f"step must be a step index (an int from 0) or a list of them, got {step!r}")
+    return [int(s) for s in steps]
 
 
 def _pick(x: torch.Tensor, index, kept: bool, what: str, option: str) -> torch.Tensor:

@@ -26,7 +26,9 @@ Pipelines: :class:`~fastface_lite.sdxl.pipeline.FastFacePipeline` (its call nest
 under the tracer's and keeps the tracer as observer: the one way maps reach a trace), and a stock
 ``StableDiffusionXLPipeline`` with an IP adapter, where the tracer installs FastFace processors with
 AM off and names the branches ``("uncond", "cond")`` with CFG, ``("cond",)`` without. The pipeline
-is left exactly as found on exit, also after an exception. Recording takes the explicit attention
+is left exactly as found on exit, also after an exception. Any number of traces may record one
+pipeline at once, entered and exited in any order: each records what it was asked, and the
+pipeline is as found once the last one exits. Recording takes the explicit attention
 path, so outputs can differ from an unrecorded run by float rounding.
 """
 
@@ -36,12 +38,65 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from fastface_lite.errors import NothingRecorded
+from fastface_lite.errors import InputError, NothingRecorded
 from fastface_lite.inspect.heatmap import HeatMap
 from fastface_lite.inspect.store import KINDS, AttentionStore, Selector, as_list, format_indices, matches_block
 from fastface_lite.method.am import attention_probs
 from fastface_lite.method.am_config import AttentionConfig
 from fastface_lite.sdxl.processor import StepContext, install
+
+TEXT_POSITIONS = 77  # CLIP's context: every SDXL prompt is padded or cut to 77 token positions
+_TRACES = "_fastface_traces"  # attribute of a UNet while traces record it: their `_Traces`
+
+
+class _Traces:
+    """The traces active on one UNet, entered and exited in any order.
+
+    One set of FastFace processors is installed for all of them (by the first trace), with this
+    object as their observer: it hands every map to each active trace, so nested and overlapping
+    traces each record what they were asked, and an exited trace records nothing. The last trace
+    to exit removes the processors, which puts back the very objects found before the first.
+    """
+
+    def __init__(self, pipe):
+        from fastface_lite.sdxl.pipeline import FastFacePipeline
+
+        self.members: list[Trace] = []
+        self.pipe = pipe
+        if isinstance(pipe, FastFacePipeline):
+            # The pipeline installs its own processors per call; nested, they keep this observer
+            # and set the step and branches themselves. This is the one way maps reach a trace:
+            # the pipeline takes no observer of its own.
+            self.installation = install(pipe.unet, AttentionConfig(), StepContext(), observer=self)
+        else:
+            self.installation = install(
+                pipe.unet,
+                AttentionConfig(),
+                StepContext(),
+                observer=self,
+                scheduler=pipe.scheduler,
+                branch_names=lambda: ("uncond", "cond") if pipe.do_classifier_free_guidance else ("cond",),
+            )
+
+    def accepts(self, pipe) -> bool:
+        """Whether a trace of ``pipe`` can join: the processors installed suit it (a FastFacePipeline
+        steps them itself; a stock pipeline's steps are tracked through its own scheduler)."""
+        from fastface_lite.sdxl.pipeline import FastFacePipeline
+
+        both_fastface = isinstance(pipe, FastFacePipeline) and isinstance(self.pipe, FastFacePipeline)
+        return pipe is self.pipe or both_fastface
+
+    @property
+    def wants_text(self) -> bool:
+        return any(t.wants_text for t in self.members)
+
+    def on_text_attention(self, layer: str, context: StepContext, query, key) -> None:
+        for member in list(self.members):
+            member.on_text_attention(layer, context, query, key)
+
+    def on_id_attention(self, layer: str, context: StepContext, raw, used) -> None:
+        for member in list(self.members):
+            member.on_id_attention(layer, context, raw, used)
 
 
 class Trace:
@@ -96,7 +151,7 @@ class Trace:
         self._prompts: list[tuple[int, ...]] = []
         self._prompt_open = True
         self._fixed_prompt = prompt is not None  # given: never replaced by what the encoder sees
-        self._installation = None
+        self._traces: _Traces | None = None  # while active: the traces of this UNet, this one among them
         self._hooks: list = []
         if prompt is not None:
             self._prompts.append(tuple(self._tokenizer()(prompt, padding="max_length", truncation=True).input_ids))
@@ -139,26 +194,20 @@ class Trace:
 
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> Trace:
-        if self._installation is not None:
+        if self._traces is not None:
             raise RuntimeError("this trace is already active")
-        from fastface_lite.sdxl.pipeline import FastFacePipeline
-
         unet = self.pipe.unet
-        if isinstance(self.pipe, FastFacePipeline):
-            # The pipeline installs its own processors per call; nested, they keep this observer
-            # and set the step and branches themselves. This is the one way maps reach a trace:
-            # the pipeline takes no observer of its own.
-            self._installation = install(unet, AttentionConfig(), StepContext(), observer=self)
-        else:
-            pipe = self.pipe
-            self._installation = install(
-                unet,
-                AttentionConfig(),
-                StepContext(),
-                observer=self,
-                scheduler=pipe.scheduler,
-                branch_names=lambda: ("uncond", "cond") if pipe.do_classifier_free_guidance else ("cond",),
+        traces = getattr(unet, _TRACES, None)
+        if traces is not None and not traces.accepts(self.pipe):
+            raise InputError(
+                "another pipeline that shares this UNet is being traced; a FastFacePipeline and a "
+                "stock pipeline built from its components cannot be traced at once: exit that trace first"
             )
+        if traces is None:  # the first trace on this UNet installs the processors
+            traces = _Traces(self.pipe)
+            setattr(unet, _TRACES, traces)
+        traces.members.append(self)
+        self._traces = traces
         try:
             self._hooks.append(unet.register_forward_pre_hook(self._before_unet, with_kwargs=True))
             encoder = self.pipe.text_encoder if self.pipe.text_encoder is not None else self.pipe.text_encoder_2
@@ -177,9 +226,12 @@ class Trace:
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
-        if self._installation is not None:
-            self._installation.remove()
-            self._installation = None
+        traces, self._traces = self._traces, None
+        if traces is not None:
+            traces.members.remove(self)
+            if not traces.members:  # the last trace out puts the UNet back as the first found it
+                traces.installation.remove()
+                delattr(self.pipe.unet, _TRACES)
 
     def _before_unet(self, module, args, kwargs):
         sample = args[0] if args else kwargs["sample"]
@@ -353,7 +405,7 @@ class Trace:
             positions += self.token_positions(t) if isinstance(t, str) else [int(t)]
         bad = [p for p in positions if not 0 <= p < length]
         if bad:
-            raise ValueError(f"text token positions {bad} are outside 0..{length - 1}")
+            raise InputError(f"text token positions {bad} are outside 0..{length - 1}")
         return sorted(set(positions))
 
     def _resolve_id_request(self, num_tokens: int) -> list[int]:
@@ -388,8 +440,13 @@ class Trace:
                 positions += self.token_positions(t)
                 labels.append(repr(t))
             else:
-                positions.append(int(t))
-                labels.append(self._position_label(int(t)))
+                if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < TEXT_POSITIONS:
+                    raise InputError(
+                        f"text token {t!r} is neither a position 0..{TEXT_POSITIONS - 1} nor a word "
+                        "of the prompt (a string); see tr.prompt_tokens for the positions"
+                    )
+                positions.append(t)
+                labels.append(self._position_label(t))
         missing = [p for p in positions if p not in recorded]
         if missing:
             raise NothingRecorded(f"text positions {missing} were not recorded (trace(..., text_tokens=...))")

@@ -12,6 +12,17 @@ import dataclasses
 from dataclasses import dataclass
 
 from fastface_lite.errors import ConfigError
+from fastface_lite.method.checks import (
+    MAX_SCALE,
+    MAX_SLOPE,
+    boolean,
+    instance,
+    integers_list,
+    number,
+    numbers_list,
+    optional_number,
+    strings_list,
+)
 
 TRANSFORMS = ("pow", "scale", "softmask", "adaptive_softmask")
 BATCH_COUPLED_TRANSFORMS = ("softmask", "adaptive_softmask")  # min-max normalise over the batch
@@ -27,12 +38,21 @@ class PartConstants:
     softmask_k: float = 1.0  # sigmoid slope k of the softmask transforms
     quantile: float = 1.0  # quantile level qa of `adaptive_softmask`
 
+    def __post_init__(self):
+        for name, low, high in (("pow", 0.0, MAX_SCALE), ("scale", 0.0, MAX_SCALE), ("softmask_k", 0.0, MAX_SLOPE)):
+            object.__setattr__(self, name, number(getattr(self, name), f"constant {name}", low, high))
+        object.__setattr__(self, "quantile", number(self.quantile, "constant quantile", 0.0, 1.0))
+
 
 @dataclass(frozen=True)
 class PartTable:
     down: PartConstants = PartConstants(pow=1.3, scale=1.55, softmask_k=12.5, quantile=0.6)
     mid: PartConstants = PartConstants(pow=1.0, scale=1.0, softmask_k=1.0, quantile=1.0)
     up: PartConstants = PartConstants(pow=1.3, scale=1.45, softmask_k=12.5, quantile=0.6)
+
+    def __post_init__(self):
+        for part in PARTS:
+            instance(getattr(self, part), PartConstants, f"constants.{part}")
 
     def __getitem__(self, part: str) -> PartConstants:
         return getattr(self, part)
@@ -48,9 +68,10 @@ class AttentionSchedule:
     parts: tuple[str, ...] = ("down", "up")
 
     def __post_init__(self):
-        for name in ("softmask_k", "quantile", "scale"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-        object.__setattr__(self, "parts", tuple(self.parts))
+        ranges = {"softmask_k": (0.0, MAX_SLOPE), "quantile": (0.0, 1.0), "scale": (0.0, MAX_SCALE)}
+        for name, (low, high) in ranges.items():
+            object.__setattr__(self, name, numbers_list(getattr(self, name), f"attention schedule {name}", low, high))
+        object.__setattr__(self, "parts", strings_list(self.parts, "attention schedule parts"))
         lengths = {len(self.softmask_k), len(self.quantile), len(self.scale)}
         if len(lengths) != 1:
             raise ConfigError(
@@ -94,8 +115,16 @@ class AttentionConfig:
     normalize_per_branch: bool = False
 
     def __post_init__(self):
-        for name in ("transforms", "target_parts", "target_tokens", "target_steps"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("transforms", "target_parts"):
+            object.__setattr__(self, name, strings_list(getattr(self, name), name))
+        for name in ("target_tokens", "target_steps"):
+            object.__setattr__(self, name, integers_list(getattr(self, name), name))
+        for name in ("invert_token0", "normalize_per_branch"):
+            object.__setattr__(self, name, boolean(getattr(self, name), name))
+        if self.schedule is not None:
+            instance(self.schedule, AttentionSchedule, "schedule", "use AttentionSchedule(...) or None")
+        instance(self.constants, PartTable, "constants")
+        object.__setattr__(self, "adain_weight", optional_number(self.adain_weight, "adain_weight", 0.0, 1.0))
         bad = [t for t in self.transforms if t not in TRANSFORMS]
         if bad:
             raise ConfigError(f"unknown attention transform(s) {bad}; valid: {', '.join(TRANSFORMS)}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 from fastface_lite.errors import ConfigError
 from fastface_lite.method.am_config import AttentionConfig, AttentionSchedule, PartConstants, PartTable
 from fastface_lite.method.checkpoints import CHECKPOINTS, MODELS
+from fastface_lite.method.checks import MAX_SCALE, instance, integer, number
 from fastface_lite.method.dcg_config import GuidanceConfig
 from fastface_lite.method.reference_json import reference_fields
 from fastface_lite.method.schedules import WeightSchedule
@@ -46,10 +48,19 @@ class FastFaceConfig:
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
-        if self.model not in MODELS:
+        if not isinstance(self.model, str) or self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; valid: {', '.join(MODELS)}")
-        if not isinstance(self.num_steps, int) or self.num_steps < 1:
-            raise ConfigError(f"num_steps must be a positive integer, got {self.num_steps!r}")
+        object.__setattr__(self, "num_steps", integer(self.num_steps, "num_steps", 1))
+        dict_hint = "build it with its class, or read a whole dict with FastFaceConfig.from_dict"
+        instance(self.guidance, GuidanceConfig, "guidance", dict_hint)
+        instance(self.attention, AttentionConfig, "attention", dict_hint)
+        for name in ("ip_adapter_scale", "faceid_lora_scale"):
+            object.__setattr__(self, name, number(getattr(self, name), name, 0.0, MAX_SCALE))
+        for name in ("width", "height"):
+            size = getattr(self, name)
+            if size is not None and (integer(size, name, 64) % 8):
+                raise ConfigError(f"{name} must be a multiple of 8 (pixels), got {size!r}")
+            object.__setattr__(self, name, None if size is None else int(size))
         self.guidance.check_steps(self.num_steps)
         self.attention.check_steps(self.num_steps)
 
@@ -108,20 +119,28 @@ class FastFaceConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FastFaceConfig:
-        data = dict(data)
-        g = dict(data.pop("guidance", {}))
+        """The config a :meth:`to_dict` dict (e.g. read back from JSON) describes.
+
+        Every level is checked: keys must be fields of their class, values have the types and
+        ranges the classes demand (lists as lists, booleans as booleans, finite numbers). An error
+        names the path of the offending entry, e.g. ``guidance.a.values[2]``.
+        """
+        top = _keys(cls, data, "the config dict")
+        g = _keys(GuidanceConfig, top.pop("guidance", {}), "guidance")
         for key in ("a", "b"):
             if key in g:
-                g[key] = WeightSchedule(**_tuples(g[key]))
-        at = dict(data.pop("attention", {}))
+                g[key] = _nested(f"guidance.{key}", WeightSchedule, g[key])
+        at = _keys(AttentionConfig, top.pop("attention", {}), "attention")
         if at.get("schedule") is not None:
-            at["schedule"] = AttentionSchedule(**_tuples(at["schedule"]))
+            at["schedule"] = _nested("attention.schedule", AttentionSchedule, at["schedule"])
         if "constants" in at:
-            at["constants"] = PartTable(**{p: PartConstants(**c) for p, c in at["constants"].items()})
-        try:
-            return cls(guidance=GuidanceConfig(**g), attention=AttentionConfig(**_tuples(at)), **data)
-        except TypeError as err:  # unknown keys
-            raise ConfigError(f"not a FastFaceConfig dict: {err}") from None
+            parts = _keys(PartTable, at["constants"], "attention.constants")
+            at["constants"] = PartTable(
+                **{p: _nested(f"attention.constants.{p}", PartConstants, c) for p, c in parts.items()}
+            )
+        guidance = _at("guidance", GuidanceConfig, g)
+        attention = _at("attention", AttentionConfig, at)
+        return _at("the config dict", cls, {**top, "guidance": guidance, "attention": attention})
 
     # -- the reference implementation's JSON format (SPEC §3) ----------------------------------
     @classmethod
@@ -129,6 +148,11 @@ class FastFaceConfig:
         """Read a variant stored in the reference implementation's JSON format (a path or a dict)."""
         name = "custom"
         if not isinstance(source, Mapping):
+            if not isinstance(source, (str, os.PathLike)):
+                raise ConfigError(
+                    f"a reference config must be a JSON object (a dict) or the path of a JSON file, "
+                    f"got {type(source).__name__}"
+                )
             path = Path(source)
             try:
                 source = json.loads(path.read_text())
@@ -149,5 +173,24 @@ def _as_json_tree(value):
     return value
 
 
-def _tuples(d: Mapping) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+def _keys(cls, data, where: str) -> dict:
+    """``data`` as a dict whose keys are all fields of ``cls`` (ConfigError naming ``where`` if not)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a dict (a JSON object), got {type(data).__name__} {data!r:.80}")
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(k) for k in data if k not in valid)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {', '.join(valid)}")
+    return dict(data)
+
+
+def _nested(where: str, cls, data):
+    return _at(where, cls, _keys(cls, data, where))
+
+
+def _at(where: str, cls, fields: dict):
+    """``cls(**fields)``, with a ConfigError saying where in the dict the bad value sits."""
+    try:
+        return cls(**fields)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None

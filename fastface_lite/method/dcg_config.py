@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastface_lite.errors import ConfigError
+from fastface_lite.method.checks import boolean, instance, integer, optional_number
 from fastface_lite.method.schedules import WeightSchedule
 
 DCG_TYPES = (1, 2, 3)
@@ -33,10 +34,14 @@ class GuidanceConfig:
     record_norms: bool = False
 
     def __post_init__(self):
-        if self.dcg_type not in DCG_TYPES:
+        if integer(self.dcg_type, "dcg_type") not in DCG_TYPES:
             raise ConfigError(f"dcg_type must be one of {DCG_TYPES}, got {self.dcg_type!r}")
-        if self.rescale is not None and not 0.0 <= float(self.rescale) <= 1.0:
-            raise ConfigError(f"rescale (phi) must lie in [0, 1], got {self.rescale!r}")
+        for name in ("a", "b"):
+            hint = "e.g. WeightSchedule.constant(3.0) or WeightSchedule.per_step([1, 1.5, 1.5, 1])"
+            instance(getattr(self, name), WeightSchedule, f"guidance weight {name}", hint)
+        object.__setattr__(self, "renorm", boolean(self.renorm, "renorm"))
+        object.__setattr__(self, "record_norms", boolean(self.record_norms, "record_norms"))
+        object.__setattr__(self, "rescale", optional_number(self.rescale, "rescale (phi)", 0.0, 1.0))
 
     def check_steps(self, num_steps: int) -> None:
         self.a.check_steps(num_steps, "guidance weight a")

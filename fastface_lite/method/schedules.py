@@ -13,10 +13,11 @@ Everything here is plain Python on floats; the schedule is evaluated once per st
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fastface_lite.errors import ConfigError
+from fastface_lite.method.checks import MAX_WEIGHT, number, numbers_list, optional_number
 
 T_TRAIN = 1000  # number of training timesteps of SDXL and its distillations
 
@@ -91,13 +92,17 @@ class WeightSchedule:
     s: float | None = None
 
     def __post_init__(self):
-        if self.shape not in SCHEDULE_SHAPES:
+        if not isinstance(self.shape, str) or self.shape not in SCHEDULE_SHAPES:
             raise ConfigError(f"unknown schedule shape {self.shape!r}; valid shapes: {', '.join(SCHEDULE_SHAPES)}")
         if self.shape == "custom":
-            if not self.values:
+            if self.values is None or (isinstance(self.values, Sequence) and not self.values):
                 raise ConfigError("a 'custom' schedule needs `values`, one weight per step")
-            object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+            values = numbers_list(self.values, "schedule values", -MAX_WEIGHT, MAX_WEIGHT)
+            object.__setattr__(self, "values", values)
         else:
+            object.__setattr__(self, "weight", number(self.weight, "schedule weight", -MAX_WEIGHT, MAX_WEIGHT))
+            for name in ("c", "s"):
+                object.__setattr__(self, name, optional_number(getattr(self, name), f"schedule parameter {name}"))
             for name in TIMESTEP_SHAPES[self.shape][1]:
                 if getattr(self, name) is None:
                     raise ConfigError(f"schedule shape {self.shape!r} needs parameter {name!r}")
@@ -108,7 +113,7 @@ class WeightSchedule:
 
     @classmethod
     def per_step(cls, values) -> WeightSchedule:
-        return cls("custom", values=tuple(values))
+        return cls("custom", values=values)  # checked as a list of numbers (a string is refused)
 
     @property
     def is_constant(self) -> bool:

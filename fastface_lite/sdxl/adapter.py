@@ -20,6 +20,7 @@ import torch
 from diffusers.models.embeddings import IPAdapterFaceIDImageProjection, IPAdapterFaceIDPlusImageProjection
 from transformers import CLIPImageProcessorPil
 
+from fastface_lite.errors import InputError
 from fastface_lite.method.checkpoints import ADAPTERS
 
 
@@ -100,16 +101,20 @@ def id_inputs(pipe, embedding, crop=None) -> IDInputs:
 
     Args:
         embedding: (D,) or (n_images, D) identity embedding(s), D = :func:`adapter_id_dim`.
-        crop: Plus v2 only: the aligned face crop (PIL image or HxWx3 uint8 array), or a list of
-            them, one per identity image. The reference passes insightface's BGR crop to CLIP
-            unchanged; pass what you want CLIP to see.
+        crop: Plus v2 only: the aligned face crop (PIL image or HxWx3 uint8 array, 0..255), or a
+            list of them, one per identity image. A float array is refused, not guessed at (CLIP's
+            preprocessing reads a float crop in [0, 1] as nearly black): convert it with
+            ``(crop * 255).round().astype(np.uint8)``. The reference passes insightface's BGR crop
+            to CLIP unchanged; pass what you want CLIP to see.
     """
     emb = torch.tensor(np.array(embedding, dtype=np.float32))  # a copy: Face arrays are read-only
+    if not torch.isfinite(emb).all():
+        raise InputError("the identity embedding holds NaN or infinite values; check the face analysis it came from")
     if emb.ndim == 1:
         emb = emb[None]
     expected = adapter_id_dim(pipe)
     if emb.ndim != 2 or emb.shape[-1] != expected:
-        raise ValueError(
+        raise InputError(
             f"identity embedding has shape {tuple(emb.shape)} but the adapter takes {expected}-d "
             f"embeddings ({'dlib 128-d in tiny mode' if expected == 128 else 'insightface 512-d'})"
         )
@@ -119,12 +124,14 @@ def id_inputs(pipe, embedding, crop=None) -> IDInputs:
     clip = None
     if needs_clip(pipe):
         if crop is None:
-            raise ValueError("FaceID Plus v2 needs the aligned face crop as well (crop=...)")
+            raise InputError("FaceID Plus v2 needs the aligned face crop as well (crop=...)")
         if getattr(pipe, "image_encoder", None) is None:
-            raise ValueError("FaceID Plus v2 needs a CLIP image encoder on the pipeline (pipe.image_encoder)")
+            raise InputError("FaceID Plus v2 needs a CLIP image encoder on the pipeline (pipe.image_encoder)")
         crops = crop if isinstance(crop, (list, tuple)) else [crop]
         if len(crops) != emb.shape[1]:
-            raise ValueError(f"{len(crops)} face crops for {emb.shape[1]} identity embeddings")
+            raise InputError(f"{len(crops)} face crops for {emb.shape[1]} identity embeddings")
+        for index, c in enumerate(crops):
+            _check_crop(c, index)
         positive, negative = [], []
         for c in crops:
             pos, neg = pipe.encode_image(c, device, 1, output_hidden_states=True)
@@ -133,6 +140,23 @@ def id_inputs(pipe, embedding, crop=None) -> IDInputs:
         # (n_images, S, D) -> (1, n_images, S, D), then the (negative, positive) pair
         clip = torch.cat([torch.stack(negative, 1), torch.stack(positive, 1)]).to(dtype)
     return IDInputs(image_embeds, clip)
+
+
+def _check_crop(crop, index: int) -> None:
+    """A face crop CLIP can take: a PIL image, or an HxWx3 uint8 array (0..255)."""
+    from PIL import Image
+
+    if isinstance(crop, Image.Image):
+        return
+    if not isinstance(crop, np.ndarray):
+        raise InputError(f"face crop {index} is a {type(crop).__name__}; give a PIL image or an HxWx3 uint8 array")
+    if crop.ndim != 3 or crop.shape[-1] != 3:
+        raise InputError(f"face crop {index} has shape {crop.shape}; expected HxWx3 (channels last)")
+    if crop.dtype != np.uint8:
+        raise InputError(
+            f"face crop {index} is a {crop.dtype} array; give uint8 values 0..255 (a float crop in [0, 1]: "
+            "(crop * 255).round().astype(np.uint8)), so that CLIP sees the face as it is"
+        )
 
 
 def face_id_inputs(pipe, face, image, bgr: bool = True) -> IDInputs:

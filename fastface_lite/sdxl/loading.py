@@ -25,6 +25,7 @@ from diffusers import (
 )
 from transformers import CLIPVisionModelWithProjection
 
+from fastface_lite.errors import WeightsUnavailable
 from fastface_lite.method.checkpoints import (
     CLIP_VIT_H,
     FACEID_REPO,
@@ -175,6 +176,18 @@ def load_pipeline(
     check_adapter(adapter)
     vae_repo = check_vae(vae)
     hub = {"cache_dir": cache_dir, "local_files_only": _offline()}
+    try:
+        return _load(checkpoint, steps, adapter, device, dtype, hub)
+    except OSError as err:  # diffusers/transformers/huggingface_hub: a file not cached, no network
+        where = "HF_HUB_OFFLINE is set and they are not cached" if hub["local_files_only"] else "no network?"
+        raise WeightsUnavailable(
+            f"the weights of model={model!r} adapter={adapter!r} could not be loaded ({where}): "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. Download them once "
+            "online (unset HF_HUB_OFFLINE), or use --mode tiny / FASTFACE_MODE=tiny to run offline."
+        ) from err
+
+
+def _load(checkpoint, steps, adapter, device, dtype, hub):
     variant = "fp16" if dtype == torch.float16 else None
 
     unet = _load_unet(checkpoint, steps, dtype, variant, hub)

@@ -2,6 +2,8 @@
 
 import os
 
+from fastface_lite.errors import ConfigError
+
 MODES = ("tiny", "full")
 
 
@@ -10,7 +12,7 @@ def run_mode() -> str:
     mode = os.environ.get("FASTFACE_MODE", "").strip().lower()
     if mode:
         if mode not in MODES:
-            raise ValueError(f"FASTFACE_MODE={mode!r} is not a mode; use one of {', '.join(MODES)}")
+            raise ConfigError(f"FASTFACE_MODE={mode!r} is not a mode; use one of {', '.join(MODES)}")
         return mode
     import torch
 

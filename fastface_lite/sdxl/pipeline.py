@@ -28,6 +28,7 @@ from fastface_lite.errors import ConfigError
 from fastface_lite.method import dcg
 from fastface_lite.method.branches import branches_for_step
 from fastface_lite.method.config import FastFaceConfig
+from fastface_lite.sdxl.call_inputs import check_id_inputs, resolve_fastface
 from fastface_lite.sdxl.processor import StepContext, install
 
 
@@ -112,7 +113,8 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         """Generate with FastFace.
 
         Args:
-            fastface: the variant (default: ``FastFaceConfig.preset("baseline")``).
+            fastface: the variant: a ``FastFaceConfig`` or a variant name such as "fastface-am2"
+                (default: ``FastFaceConfig.preset("baseline")``).
             ip_adapter_image_embeds: diffusers' convention, one tensor per adapter,
                 ``torch.cat([negative, positive])`` of shape (2, n_images, D) (negative = zeros).
                 For Plus v2, ``unet.encoder_hid_proj.image_projection_layers[0].clip_embeds``
@@ -126,7 +128,7 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         Returns:
             :class:`FastFaceOutput` (or a tuple ``(images,)`` with ``return_dict=False``).
         """
-        cfg = fastface if fastface is not None else FastFaceConfig.preset("baseline")
+        cfg = resolve_fastface(fastface, num_inference_steps)
         if num_inference_steps is not None and num_inference_steps != cfg.num_steps:
             raise ConfigError(
                 f"num_inference_steps={num_inference_steps} but the FastFace config is for "
@@ -137,6 +139,7 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                 "FastFacePipeline needs ip_adapter_image_embeds=[torch.cat([zeros, id_embedding])]; "
                 "fastface_lite.sdxl.adapter.id_inputs builds them from a face embedding (and crop)"
             )
+        ip_adapter_image_embeds, id_clip_embeds = check_id_inputs(self.unet, ip_adapter_image_embeds, id_clip_embeds)
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(

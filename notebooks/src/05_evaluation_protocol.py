@@ -122,7 +122,9 @@ for path in sorted(p for p in run.rglob("*") if p.is_file()):
 # * `identities/`: copies of the reference photos; `images/`: one PNG per item;
 # * `shards/process-NNN.jsonl`: append-only logs, one line per finished image and process;
 # * `results.jsonl|csv`: the merged per-image table; `summary.csv|md`: the per-group summary;
-#   `plots/`: one bar chart per metric.
+#   `plots/`: one bar chart per metric;
+# * `.fastface-run.lock`: the folder's one-writer lock, held by a command while it runs (a second
+#   command on the same folder is refused, naming the first one's pid, host and command).
 #
 # The per-image table (the timing columns `seconds` and `finished_at` left out: they change from
 # run to run):
