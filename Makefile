@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/fastface demo --out figures
+	$(VENV)/bin/fastface demo --out runs/demo
 
 # Code checks, the first step of `make test` (settings in pyproject.toml): ruff's linter over the code,
 # ruff's formatter in check mode, and import-linter's contracts (the layers of fastface_lite/__init__.py).

@@ -56,8 +56,9 @@ import pandas as pd
 from fastface_lite.evaluation.grid import EvalSpec, RunSettings, build_items
 from fastface_lite.evaluation.runner import run_evaluation
 from fastface_lite.evaluation.summary import load_results
+from fastface_lite.workbook.session import repo_root
 
-os.chdir(wb.figures.parent)  # the repository root, so paths read as in the README's commands
+os.chdir(repo_root())  # the repository root, so paths read as in the README's commands
 spec = EvalSpec(
     identities=("astronaut",),
     prompt_sets=("realistic", "stylistic"),
