@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run the six FastFace variants on the offline tiny pipeline")
-    demo.add_argument("--out", default="figures", help="folder for the image grid and the table")
+    demo.add_argument("--out", default="runs/demo", help="folder for the image grid and the table")
     demo.add_argument("--prompt", default="a photo of a person reading in a park")
     demo.add_argument("--face", default="astronaut",
                       help="a shipped face (fastface_lite/data/faces) or a path to a photo")

@@ -6,7 +6,7 @@ lines start with `# `); `notebooks/jupytext.toml` declares the pairing. The sour
 review and edit. This script reads each source with jupytext, puts two cells in front (the Colab
 badge with a note on the run mode, and the set-up cell that installs the package on Colab), runs
 the notebook top to bottom with nbclient on the CPU in tiny mode, and writes the `.ipynb` with its
-outputs: the outputs nbval checks in `make test`.
+outputs: the outputs nbval checks in `make test`. Only this build writes the tracked `figures/`.
 
     python notebooks/build.py            # every notebook
     python notebooks/build.py 03 04      # notebooks whose name starts with these
@@ -93,8 +93,11 @@ def build(source: Path) -> nbformat.NotebookNode:
 
 
 def run(nb: nbformat.NotebookNode, timeout: int = 900) -> None:
-    """Execute in place from `notebooks/`, tiny mode, as nbval will."""
-    os.environ.update(FASTFACE_MODE="tiny", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    """Execute in place from `notebooks/`, tiny mode, as nbval will; the figures the notebooks save
+    go to the tracked `figures/` (other runs write to the git-ignored `runs/figures/`)."""
+    os.environ.update(
+        FASTFACE_MODE="tiny", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", FASTFACE_FIGURES="figures"
+    )
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
     for cell in nb.cells:  # wall-clock stamps would make every rebuild a diff
         cell.metadata.pop("execution", None)

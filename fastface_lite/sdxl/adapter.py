@@ -118,7 +118,9 @@ def id_inputs(pipe, embedding, crop=None) -> IDInputs:
             f"identity embedding has shape {tuple(emb.shape)} but the adapter takes {expected}-d "
             f"embeddings ({'dlib 128-d in tiny mode' if expected == 128 else 'insightface 512-d'})"
         )
-    device, dtype = pipe.unet.device, pipe.unet.dtype
+    # Where the UNet runs, not where its weights rest: under model CPU offload `unet.device` is the
+    # CPU while every call runs on the GPU (`_execution_device` is the device the hooks move to).
+    device, dtype = execution_device(pipe), pipe.unet.dtype
     emb = emb[None].to(device=device, dtype=dtype)  # (1, n_images, D)
     image_embeds = [torch.cat([torch.zeros_like(emb), emb])]
     clip = None
@@ -132,13 +134,15 @@ def id_inputs(pipe, embedding, crop=None) -> IDInputs:
             raise InputError(f"{len(crops)} face crops for {emb.shape[1]} identity embeddings")
         for index, c in enumerate(crops):
             _check_crop(c, index)
+        # The crop goes where the encoder's weights are now; under offload its hook moves it on.
+        encoder_device = pipe.image_encoder.device
         positive, negative = [], []
         for c in crops:
-            pos, neg = pipe.encode_image(c, device, 1, output_hidden_states=True)
+            pos, neg = pipe.encode_image(c, encoder_device, 1, output_hidden_states=True)
             positive.append(pos)
             negative.append(neg)
         # (n_images, S, D) -> (1, n_images, S, D), then the (negative, positive) pair
-        clip = torch.cat([torch.stack(negative, 1), torch.stack(positive, 1)]).to(dtype)
+        clip = torch.cat([torch.stack(negative, 1), torch.stack(positive, 1)]).to(device=device, dtype=dtype)
     return IDInputs(image_embeds, clip)
 
 
@@ -157,6 +161,13 @@ def _check_crop(crop, index: int) -> None:
             f"face crop {index} is a {crop.dtype} array; give uint8 values 0..255 (a float crop in [0, 1]: "
             "(crop * 255).round().astype(np.uint8)), so that CLIP sees the face as it is"
         )
+
+
+def execution_device(pipe) -> torch.device:
+    """The device `pipe`'s modules run on: diffusers' ``_execution_device`` (the GPU under model CPU
+    offload, where ``pipe.unet.device`` says CPU), else the UNet's device (a bare UNet)."""
+    device = getattr(pipe, "_execution_device", None)
+    return torch.device(device) if device is not None else pipe.unet.device
 
 
 def face_id_inputs(pipe, face, image, bgr: bool = True) -> IDInputs:

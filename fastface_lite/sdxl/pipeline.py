@@ -291,7 +291,10 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                     "hidden states of cat([zero image, face crop]); pass id_clip_embeds "
                     "(see fastface_lite.sdxl.adapter)"
                 )
-            negative, positive = (_expand(x, images, "clip_embeds") for x in pair.to(self.unet.dtype).chunk(2))
+            # on the execution device: the projection layer reads it as an attribute, which model
+            # CPU offload's hooks (they move forward() arguments only) would leave behind
+            pair = pair.to(device=self._execution_device, dtype=self.unet.dtype)
+            negative, positive = (_expand(x, images, "clip_embeds") for x in pair.chunk(2))
             clip_embeds[layer] = [(negative, positive)[has_id] for _, has_id in conditions]
         return _BranchInputs(text, pooled, id_embeds, clip_embeds)
 

@@ -39,6 +39,18 @@ __all__ = [
 ]
 
 
+def _to_module(module: torch.nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` on the device and in the dtype of `module`'s weights.
+
+    These helpers call UNet submodules directly, past the hooks of model CPU offload, which move
+    the whole UNet (and its inputs) to the GPU only when ``unet.forward`` runs: the submodule's
+    weights may then rest on the CPU while inputs built for the pipeline sit on the GPU. Computing
+    where the weights are works in every case, offloaded or not.
+    """
+    weight = next(module.parameters())
+    return tensor.to(device=weight.device, dtype=weight.dtype)
+
+
 @dataclass(frozen=True)
 class HubFile:
     """One thing `load_pipeline` reads from the Hugging Face hub."""
@@ -150,18 +162,17 @@ def id_token_parts(pipe, inputs, positive: bool = True) -> IDTokenParts:
     """
     layer = projection_layer(pipe)
     index = 1 if positive else 0
-    embedding = inputs.image_embeds[0][index]  # (n, D_id)
+    embedding = _to_module(layer, inputs.image_embeds[0][index])  # (n, D_id)
     if not hasattr(layer, "clip_embeds"):  # IPAdapterFaceIDImageProjection
         dim = layer.cross_attention_dim
         mlp = layer.norm(layer.ff(embedding).reshape(-1, layer.num_tokens, dim))
         return IDTokenParts(mlp=mlp, resampler=None, tokens=layer(embedding))
     if inputs.clip_embeds is None:
         raise ValueError("FaceID Plus needs inputs with clip_embeds (build them with id_inputs(pipe, embedding, crop))")
-    clip_states = inputs.clip_embeds[index : index + 1]  # (1, n, S, D_clip), as the pipeline sets it
+    clip_states = _to_module(layer, inputs.clip_embeds[index : index + 1])  # (1, n, S, D_clip), as the pipeline sets it
     saved = layer.clip_embeds, layer.shortcut
     try:
-        layer.clip_embeds = clip_states.to(layer.proj_in.weight.dtype)
-        embedding = embedding.to(layer.proj_in.weight.dtype)
+        layer.clip_embeds = clip_states
         mlp = layer.norm(layer.proj(embedding).reshape(-1, layer.num_tokens, layer.embed_dim))
         layer.shortcut = False
         resampler = layer(embedding)
@@ -234,6 +245,7 @@ def decoupled_attention(
     """
     processor = attn.processor
     heads = attn.heads
+    hidden_states, text_states, id_tokens = (_to_module(attn, x) for x in (hidden_states, text_states, id_tokens))
 
     query = split_heads(attn.to_q(hidden_states), heads)
     text = merge_heads(

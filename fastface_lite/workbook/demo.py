@@ -62,7 +62,11 @@ def run_variants(pipe, inputs, prompt: str, seed: int, model: str = "hyper") -> 
 
 
 def run_demo(
-    out_dir="figures", prompt="a photo of a person reading in a park", face="astronaut", seed=0, adapter="faceid-plusv2"
+    out_dir="runs/demo",
+    prompt="a photo of a person reading in a park",
+    face="astronaut",
+    seed=0,
+    adapter="faceid-plusv2",
 ) -> list[dict]:
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
     from PIL import Image

@@ -3,7 +3,7 @@
 `setup()` makes a notebook's stored outputs reproducible on CPU (so nbval can compare them): it
 seeds Python, NumPy and torch, turns progress bars and library chatter off, rounds printed
 floats, and returns a `Workbook` that knows the mode (tiny offline / full on a GPU), the device,
-the dtype, and the repository's `figures/` folder.
+the dtype, and where figures go (`figures_folder`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ COLAB_URL = "https://colab.research.google.com/github/{repo}/blob/main/notebooks
 # everything on the GPU (9.2 GiB of fp16 weights + the VAE decoding in float32), 9.9 GiB with
 # model CPU offload. VAE slicing/tiling change nothing at 1024 px (tiling starts above 1024).
 SMALL_GPU_GIB = 20
+# Where notebooks save their figures. `notebooks/build.py` points it at the tracked `figures/` when it
+# rebuilds the notebooks; any other run writes under the git-ignored `runs/figures/`, because PNGs
+# rendered on another CPU differ in a few pixels and would show up as changed files.
+FIGURES_ENV = "FASTFACE_FIGURES"
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -37,6 +41,14 @@ def repo_root(start: Path | None = None) -> Path:
         if (folder / "pyproject.toml").is_file() and (folder / "fastface_lite").is_dir():
             return folder
     return here
+
+
+def figures_folder(root: Path | None = None) -> Path:
+    """Where `Workbook.save` writes: ``$FASTFACE_FIGURES`` if set (relative to the checkout `root`),
+    else ``runs/figures/`` in the checkout (git-ignored)."""
+    root = repo_root() if root is None else root
+    chosen = os.environ.get(FIGURES_ENV)
+    return root / chosen if chosen else root / "runs" / "figures"
 
 
 def colab_badge(notebook_name: str, repo: str = GITHUB_REPO) -> str:
@@ -53,7 +65,7 @@ class Workbook:
     device: str  # "cpu" or "cuda"
     dtype: torch.dtype  # float32 on CPU, float16 on a GPU
     seed: int
-    figures: Path  # the repository's figures/ folder
+    figures: Path  # where save() writes: see figures_folder()
     on_colab: bool
 
     @property
@@ -109,7 +121,7 @@ class Workbook:
         return identity_inputs(pipe, face, backend="dlib" if self.tiny else "insightface", bgr=True)
 
     def save(self, fig, name: str, dpi: int = 100) -> Path:
-        """Save a matplotlib figure as `figures/<name>.png` (no version stamp: rebuilds leave it unchanged)."""
+        """Save a matplotlib figure as `<figures>/<name>.png` (no version stamp: rebuilds leave it unchanged)."""
         from fastface_lite.inspect.plots import save_figure
 
         return save_figure(fig, self.figures / (name if name.endswith(".png") else f"{name}.png"), dpi=dpi)
@@ -173,6 +185,6 @@ def setup(seed: int = 0, mode: str | None = None) -> Workbook:
         device=device,
         dtype=torch.float16 if device == "cuda" else torch.float32,
         seed=seed,
-        figures=repo_root() / "figures",
+        figures=figures_folder(),
         on_colab="google.colab" in sys.modules,
     )

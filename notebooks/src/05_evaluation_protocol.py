@@ -66,12 +66,13 @@ import pandas as pd
 from fastface_lite.evaluation.grid import EvalSpec, RunSettings, build_items
 from fastface_lite.evaluation.runner import run_evaluation
 from fastface_lite.evaluation.summary import load_results
+from fastface_lite.workbook.session import repo_root
 
 # The notebook changes its working directory here, to the repository root, so that the run folders
 # below (`runs/...`) are where the README's commands put them. Every later relative path starts
 # there.
-os.chdir(wb.figures.parent)
-print("working directory: the repository root (runs/ and figures/ are relative to it)")
+os.chdir(repo_root())
+print("working directory: the repository root (runs/ is relative to it)")
 spec = EvalSpec(
     identities=("astronaut",),
     prompt_sets=("realistic", "stylistic"),

@@ -248,10 +248,14 @@ def test_tiny_clip_scores_are_cosines_and_deterministic(tiny_clip):
     ]
     scores = tiny_clip.scores(images, prompts)
     assert scores.shape == (3,) and np.all(np.abs(scores) <= 1.0)
+    # the same batch through the same model twice: the same kernels in the same order, so bit-equal
     np.testing.assert_array_equal(scores, tiny_clip.scores(images, prompts))
     np.testing.assert_array_equal(scores, ClipScorer.tiny(seed=0).scores(images, prompts))
     assert not np.allclose(scores, ClipScorer.tiny(seed=1).scores(images, prompts))
-    assert tiny_clip(images[0], prompts[0]) == pytest.approx(scores[0], abs=1e-12)
+    # one image alone vs the same image in a batch of three: BLAS kernels may split and sum float32
+    # products differently per batch shape (MKL does on AMD, or with MKL_CBWR=COMPATIBLE), so the
+    # cosine may move in the 7th digit (seen: 3e-8); 1e-6 allows that and nothing a bug would give
+    assert tiny_clip(images[0], prompts[0]) == pytest.approx(scores[0], abs=1e-6)
     # by hand: cosine of the model's own projected features, no x100, no clipping
     with torch.no_grad():
         model = tiny_clip.model

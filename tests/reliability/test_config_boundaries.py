@@ -17,7 +17,7 @@ from fastface_lite.method.am_config import AttentionConfig, AttentionSchedule, P
 from fastface_lite.method.dcg_config import GuidanceConfig
 from fastface_lite.method.schedules import WeightSchedule
 
-CONFIGS = Path(__file__).resolve().parents[2] / "data" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "fastface_lite" / "data" / "configs"
 NAN, INF = float("nan"), float("inf")
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import fastface_lite as ff
 from fastface_lite.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[2] / "data" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "fastface_lite" / "data" / "configs"
 FUZZ = settings(
     max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
 )

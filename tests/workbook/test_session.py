@@ -7,7 +7,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from fastface_lite.workbook.session import Workbook, colab_badge, repo_root, setup
+from fastface_lite.workbook.session import FIGURES_ENV, Workbook, colab_badge, figures_folder, repo_root, setup
 
 
 @pytest.fixture
@@ -26,7 +26,22 @@ def test_setup_tiny_is_reproducible(monkeypatch, restore_threads):
     assert (wb.mode, wb.device, wb.dtype, wb.tiny) == ("tiny", "cpu", torch.float32, True)
     assert torch.get_num_threads() == 1
     assert wb.describe() == "mode tiny (random tiny weights, offline) on cpu, float32, seed 3"
-    assert wb.figures == repo_root() / "figures" and (wb.figures.parent / "pyproject.toml").is_file()
+    assert wb.figures == figures_folder() and figures_folder().is_relative_to(repo_root())
+
+
+def test_figures_go_to_the_ignored_runs_folder_unless_chosen(monkeypatch, tmp_path):
+    # Only notebooks/build.py writes the tracked figures/ (PNGs differ in a few pixels between CPUs).
+    monkeypatch.delenv(FIGURES_ENV, raising=False)
+    assert figures_folder(tmp_path) == tmp_path / "runs" / "figures"
+    monkeypatch.setenv(FIGURES_ENV, "figures")
+    assert figures_folder(tmp_path) == tmp_path / "figures"
+    monkeypatch.setenv(FIGURES_ENV, str(tmp_path / "elsewhere"))
+    assert figures_folder(repo_root()) == tmp_path / "elsewhere"
+
+
+def test_runs_folder_is_ignored_by_git():
+    # what a run writes (runs/figures/, runs/demo/, evaluation runs) must not show in `git status`
+    assert "runs/" in (repo_root() / ".gitignore").read_text().splitlines()
 
 
 def test_setup_full_without_a_gpu_says_what_to_do(monkeypatch):
