@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the six FastFace variants on the offline tiny pipeline")
     demo.add_argument("--out", default="runs/demo", help="folder for the image grid and the table")
     demo.add_argument("--prompt", default="a photo of a person reading in a park")
-    demo.add_argument("--face", default="astronaut",
-                      help="a shipped face (fastface_lite/data/faces) or a path to a photo")
+    demo.add_argument(
+        "--face", default="astronaut", help="a shipped face (fastface_lite/data/faces) or a path to a photo"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--adapter", default="faceid-plusv2", choices=["faceid", "faceid-plusv2"])
     demo.set_defaults(run=_demo)

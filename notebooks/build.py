@@ -4,7 +4,8 @@ Each notebook `notebooks/NN_name.ipynb` is paired with a plain Python file `note
 in jupytext's percent format (`# %%` starts a code cell, `# %% [markdown]` a markdown cell whose
 lines start with `# `); `notebooks/jupytext.toml` declares the pairing. The sources are what people
 review and edit. This script reads each source with jupytext, puts two cells in front (the Colab
-badge with a note on the run mode, and the set-up cell that installs the package on Colab), runs
+badge with a note on the run mode, and the set-up cell that installs the package on Colab, its
+text from `fastface_lite.workbook.colab`), runs
 the notebook top to bottom with nbclient on the CPU in tiny mode, and writes the `.ipynb` with its
 outputs: the outputs nbval checks in `make test`. Only this build writes the tracked `figures/`.
 
@@ -30,19 +31,13 @@ from nbclient import NotebookClient
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "src"
 sys.path.insert(0, str(HERE.parent))
+from fastface_lite.workbook.colab import setup_cell  # noqa: E402
 from fastface_lite.workbook.session import GITHUB_REPO, colab_badge  # noqa: E402
 
-# The set-up cell put in front of every notebook, second after the badge. Change the set-up here,
-# then `make notebooks`: the sources do not hold it (its `!` and `%` lines are not Python).
-SETUP_CELL = f"""\
-# On Colab: fetch and install fastface_lite (a few minutes, once per session). Elsewhere: nothing.
-# If Colab then asks to restart the session, accept and run all again: the clone and install stay.
-import sys
-if "google.colab" in sys.modules:
-    !test -d /content/fastface_lite || git clone -q https://github.com/{GITHUB_REPO} /content/fastface_lite
-    %cd /content/fastface_lite
-    !pip install -q -r requirements.txt && pip install -q --no-deps -r requirements-nodeps.txt
-    !pip install -q --no-deps -e . && pip install -q onnxruntime-gpu==1.31.1"""
+# The set-up cell put in front of every notebook, second after the badge: on Colab it clones the
+# repository and runs fastface_lite/workbook/colab.py (which leaves Colab's torch stack alone);
+# elsewhere it does nothing. Its text lives with that script (`colab.setup_cell`), which tests run.
+SETUP_CELL = setup_cell(f"https://github.com/{GITHUB_REPO}")
 
 MODE_NOTE = (
     "*Runs offline on a CPU in **tiny** mode (random weights, same code paths); on Colab with a GPU "

@@ -10,6 +10,7 @@ quiet      drops transformers' torchvision fallback note (before diffusers is fi
 
 May import: fastface_lite.method, fastface_lite.errors, torch, diffusers, transformers, peft.
 """
+
 from fastface_lite.sdxl.quiet import drop_torchvision_fallback_note
 
 drop_torchvision_fallback_note()

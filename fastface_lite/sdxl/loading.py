@@ -177,7 +177,7 @@ def load_pipeline(
     vae_repo = check_vae(vae)
     hub = {"cache_dir": cache_dir, "local_files_only": _offline()}
     try:
-        return _load(checkpoint, steps, adapter, device, dtype, hub)
+        return _load(checkpoint, steps, adapter, device, dtype, hub, vae_repo, preview_decoder)
     except OSError as err:  # diffusers/transformers/huggingface_hub: a file not cached, no network
         where = "HF_HUB_OFFLINE is set and they are not cached" if hub["local_files_only"] else "no network?"
         raise WeightsUnavailable(
@@ -187,7 +187,7 @@ def load_pipeline(
         ) from err
 
 
-def _load(checkpoint, steps, adapter, device, dtype, hub):
+def _load(checkpoint, steps, adapter, device, dtype, hub, vae_repo, preview_decoder):
     variant = "fp16" if dtype == torch.float16 else None
 
     unet = _load_unet(checkpoint, steps, dtype, variant, hub)

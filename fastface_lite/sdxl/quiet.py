@@ -9,6 +9,7 @@ advice does not apply: the package builds its CLIP processor as `CLIPImageProces
 torchvision does not load beside the CPU torch wheel. The filter sits on the one transformers
 logger that emits the note and matches only that sentence.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,10 @@ import re
 
 # the logger transformers' lazy import module logs through (transformers/utils/import_utils.py)
 LOGGER_NAME = "transformers.utils.import_utils"
-_NOTE = re.compile(r"`\w+ImageProcessor` requires torchvision \(not installed\); "
-                   r"falling back to `\w+ImageProcessorPil`")
+_NOTE = re.compile(
+    r"`\w+ImageProcessor` requires torchvision \(not installed\); "
+    r"falling back to `\w+ImageProcessorPil`"
+)
 
 
 class TorchvisionFallbackFilter(logging.Filter):

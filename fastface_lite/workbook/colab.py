@@ -24,6 +24,7 @@ In order, it:
 
 Any failed step raises `SetupError` naming the step, with the end of pip's output.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,16 +34,35 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 # What the runtime ships and must keep: the torch build that matches its driver, the packages the
 # kernel has already imported, and those sharing a folder with a sibling (the opencv wheels: cv2/).
-PROTECTED = ("torch", "torchvision", "torchaudio", "numpy", "pandas", "pillow", "matplotlib",
-             "opencv-python", "opencv-python-headless", "opencv-contrib-python", "ipywidgets",
-             "ipykernel", "ipython", "jupyter-client", "jupyter-core", "jupyter-server", "notebook",
-             "jupyterlab", "traitlets", "tornado", "pyzmq")
+PROTECTED = (
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "numpy",
+    "pandas",
+    "pillow",
+    "matplotlib",
+    "opencv-python",
+    "opencv-python-headless",
+    "opencv-contrib-python",
+    "ipywidgets",
+    "ipykernel",
+    "ipython",
+    "jupyter-client",
+    "jupyter-core",
+    "jupyter-server",
+    "notebook",
+    "jupyterlab",
+    "traitlets",
+    "tornado",
+    "pyzmq",
+)
 EXTRAS = ("faces", "workbook")  # runtime extras only: `dev` (pytest, selenium, ...) stays out
 TOKENIZER_WHEEL = "open_clip_torch>=3.3"  # only its BPE file is read; its deps would pull timm
 # onnxruntime-gpu by torch's CUDA major: 1.19-1.26 are CUDA 12 builds, 1.27 and later CUDA 13.
@@ -77,8 +97,8 @@ def run_command(argv: Sequence[str]) -> Result:
 class Torch:
     """What the runtime's torch says about itself (probed in a subprocess)."""
 
-    version: Optional[str]  # None: torch does not import
-    cuda: Optional[str]  # torch.version.cuda, None for a CPU-only build
+    version: str | None  # None: torch does not import
+    cuda: str | None  # torch.version.cuda, None for a CPU-only build
     available: bool  # torch.cuda.is_available()
     devices: tuple = ()
     notes: str = ""  # what torch printed while probing (e.g. a driver warning) or its import error
@@ -89,8 +109,8 @@ class Gpu:
     """What nvidia-smi reports: the GPUs present and the newest CUDA its driver supports."""
 
     names: tuple
-    driver: Optional[str]
-    cuda: Optional[str]
+    driver: str | None
+    cuda: str | None
 
 
 @dataclass(frozen=True)
@@ -111,6 +131,7 @@ class Report:
 # Decisions (pure)
 # ---------------------------------------------------------------------------------------------
 
+
 def parse_torch(result: Result) -> Torch:
     """`Torch` from the probe's JSON line; an unreadable probe reads as a torch that does not import."""
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -119,14 +140,14 @@ def parse_torch(result: Result) -> Torch:
     data = json.loads(lines[-1])
     if "error" in data:
         return Torch(None, None, False, notes=data["error"])
-    return Torch(data["version"], data["cuda"], bool(data["available"]), tuple(data["devices"]),
-                 result.stderr.strip())
+    return Torch(data["version"], data["cuda"], bool(data["available"]), tuple(data["devices"]), result.stderr.strip())
 
 
-def parse_nvidia_smi(summary: Result, listing: Result) -> Optional[Gpu]:
+def parse_nvidia_smi(summary: Result, listing: Result) -> Gpu | None:
     """`Gpu` from `nvidia-smi` (its header names driver and CUDA) and `nvidia-smi -L`; None: no GPU."""
-    names = tuple(m.group(1).strip() for m in re.finditer(r"^GPU \d+: (.+?)(?: \(UUID:.*)?$",
-                                                           listing.stdout, re.MULTILINE))
+    names = tuple(
+        m.group(1).strip() for m in re.finditer(r"^GPU \d+: (.+?)(?: \(UUID:.*)?$", listing.stdout, re.MULTILINE)
+    )
     if listing.returncode != 0 or not names:
         return None
     driver = re.search(r"Driver Version:\s*([\d.]+)", summary.stdout)
@@ -139,7 +160,7 @@ def constraint_lines(installed: dict) -> list:
     return [f"{name}=={installed[name]}" for name in PROTECTED if installed.get(name)]
 
 
-def onnxruntime_gpu(torch_cuda: Optional[str]) -> Optional[str]:
+def onnxruntime_gpu(torch_cuda: str | None) -> str | None:
     """The onnxruntime-gpu requirement for torch's CUDA version; None: keep the CPU onnxruntime."""
     if not torch_cuda:
         return None
@@ -150,23 +171,34 @@ def plan(python: str, source: Path, constraints: Path, torch: Torch) -> list:
     """The pip steps, in order. Every install runs under the constraints file."""
     pip = (python, "-m", "pip")
     pinned = ("-c", str(constraints))
-    steps = [Step(f"install fastface_lite[{','.join(EXTRAS)}] from {source}",
-                  (*pip, "install", "-q", *pinned, f"{source}[{','.join(EXTRAS)}]")),
-             Step("install open_clip_torch (its CLIP BPE file, for tiny mode; no dependencies)",
-                  (*pip, "install", "-q", "--no-deps", *pinned, TOKENIZER_WHEEL))]
+    steps = [
+        Step(
+            f"install fastface_lite[{','.join(EXTRAS)}] from {source}",
+            (*pip, "install", "-q", *pinned, f"{source}[{','.join(EXTRAS)}]"),
+        ),
+        Step(
+            "install open_clip_torch (its CLIP BPE file, for tiny mode; no dependencies)",
+            (*pip, "install", "-q", "--no-deps", *pinned, TOKENIZER_WHEEL),
+        ),
+    ]
     gpu_runtime = onnxruntime_gpu(torch.cuda)
     if gpu_runtime:
-        steps += [Step("remove the CPU onnxruntime (onnxruntime-gpu writes the same folder)",
-                       (*pip, "uninstall", "-q", "-y", "onnxruntime", "onnxruntime-gpu")),
-                  Step(f"install {gpu_runtime} (insightface on the GPU; torch is CUDA {torch.cuda})",
-                       (*pip, "install", "-q", *pinned, gpu_runtime))]
+        steps += [
+            Step(
+                "remove the CPU onnxruntime (onnxruntime-gpu writes the same folder)",
+                (*pip, "uninstall", "-q", "-y", "onnxruntime", "onnxruntime-gpu"),
+            ),
+            Step(
+                f"install {gpu_runtime} (insightface on the GPU; torch is CUDA {torch.cuda})",
+                (*pip, "install", "-q", *pinned, gpu_runtime),
+            ),
+        ]
     return steps
 
 
 def changed_versions(before: dict, after: dict) -> dict:
     """{name: (before, after)} for protected packages whose version moved, appeared or went."""
-    return {name: (before.get(name), after.get(name)) for name in PROTECTED
-            if before.get(name) != after.get(name)}
+    return {name: (before.get(name), after.get(name)) for name in PROTECTED if before.get(name) != after.get(name)}
 
 
 def _banner(lines: Sequence[str]) -> str:
@@ -174,29 +206,39 @@ def _banner(lines: Sequence[str]) -> str:
     return "\n".join([bar, *(f"!! {line}" for line in lines), bar])
 
 
-def mode_report(torch: Torch, gpu: Optional[Gpu]) -> Report:
+def mode_report(torch: Torch, gpu: Gpu | None) -> Report:
     """Which mode the notebooks will run in, and what to do when that is not what the runtime allows."""
     if torch.available:
         name = torch.devices[0] if torch.devices else "a GPU"
-        return Report("full", f"GPU: {name}; torch {torch.version} (CUDA {torch.cuda}) uses it. "
-                              "The notebooks run in full mode (real weights from the Hugging Face hub).")
+        return Report(
+            "full",
+            f"GPU: {name}; torch {torch.version} (CUDA {torch.cuda}) uses it. "
+            "The notebooks run in full mode (real weights from the Hugging Face hub).",
+        )
     if gpu is None:
-        return Report("tiny", "No GPU in this runtime: the notebooks run in tiny mode (random weights, "
-                              "so the pictures are noise; the mechanics are real). For full mode on "
-                              f"Colab: {RUNTIME_HOWTO}.")
+        return Report(
+            "tiny",
+            "No GPU in this runtime: the notebooks run in tiny mode (random weights, "
+            "so the pictures are noise; the mechanics are real). For full mode on "
+            f"Colab: {RUNTIME_HOWTO}.",
+        )
     if torch.version is None:
         why = f"torch does not import: {torch.notes}"
     elif torch.cuda is None:
         why = f"torch {torch.version} is a CPU-only build."
     else:
-        why = (f"torch {torch.version} is built for CUDA {torch.cuda}; the driver ({gpu.driver}) "
-               f"supports CUDA {gpu.cuda or 'unknown'}.")
+        why = (
+            f"torch {torch.version} is built for CUDA {torch.cuda}; the driver ({gpu.driver}) "
+            f"supports CUDA {gpu.cuda or 'unknown'}."
+        )
     lines = [f"This runtime has a GPU ({', '.join(gpu.names)}) but torch cannot use it.", why]
     if torch.notes and torch.version is not None:
         lines += [f"torch said: {torch.notes.splitlines()[-1][:300]}"]
-    lines += ["The notebooks would run in TINY mode (random weights, noise pictures), not full mode.",
-              "Fix: Runtime > Disconnect and delete runtime, then Runtime > Run all. A new runtime",
-              "has Colab's own torch, built for its driver (this set-up never installs torch)."]
+    lines += [
+        "The notebooks would run in TINY mode (random weights, noise pictures), not full mode.",
+        "Fix: Runtime > Disconnect and delete runtime, then Runtime > Run all. A new runtime",
+        "has Colab's own torch, built for its driver (this set-up never installs torch).",
+    ]
     return Report("tiny", _banner(lines), loud=True)
 
 
@@ -248,8 +290,11 @@ def _pip_notes(result: Result) -> list:
     """pip's warnings and resolver notes, less its notes on its own index settings and on
     uninstalling what is not there."""
     noise = ("is ignored: it is neither a file", "as it is not installed")
-    return [line for line in (result.stdout + result.stderr).splitlines()
-            if line.startswith(("WARNING:", "ERROR:")) and not any(n in line for n in noise)]
+    return [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.startswith(("WARNING:", "ERROR:")) and not any(n in line for n in noise)
+    ]
 
 
 def checkout_of(path: Path) -> Path:
@@ -257,17 +302,27 @@ def checkout_of(path: Path) -> Path:
     return path.resolve().parents[2]
 
 
-def install(source: Path, *, dry_run: bool = False, run: Runner = run_command,
-          python: str = sys.executable, say: Callable[[str], None] = print) -> Report:
+def install(
+    source: Path,
+    *,
+    dry_run: bool = False,
+    run: Runner = run_command,
+    python: str = sys.executable,
+    say: Callable[[str], None] = print,
+) -> Report:
     """Install the package from the checkout `source` beside the runtime's torch; see the module doc."""
     source = Path(source)
     if not ((source / "pyproject.toml").is_file() and (source / "fastface_lite").is_dir()):
-        raise SetupError(f"{source} is not a fastface_lite checkout (did the git clone fail?). "
-                         "Delete the folder and run the cell again.")
+        raise SetupError(
+            f"{source} is not a fastface_lite checkout (did the git clone fail?). "
+            "Delete the folder and run the cell again."
+        )
     before = versions(run, python, PROTECTED)
     if not before.get("torch"):
-        raise SetupError(f"{python} has no torch. This set-up uses the torch the runtime ships (Colab "
-                         "always has one) and never installs it; install torch first, then run it again.")
+        raise SetupError(
+            f"{python} has no torch. This set-up uses the torch the runtime ships (Colab "
+            "always has one) and never installs it; install torch first, then run it again."
+        )
     torch = parse_torch(run([python, "-c", _TORCH]))
     gpu = parse_nvidia_smi(run(["nvidia-smi"]), run(["nvidia-smi", "-L"]))
     pins = constraint_lines(before)
@@ -281,8 +336,10 @@ def install(source: Path, *, dry_run: bool = False, run: Runner = run_command,
                 continue
             result = run(step.argv)
             if result.returncode != 0:
-                raise SetupError(f"'{step.what}' failed (pip exit code {result.returncode}); the runtime's "
-                                 f"packages stay pinned at: {', '.join(pins)}.\n{_tail(result)}")
+                raise SetupError(
+                    f"'{step.what}' failed (pip exit code {result.returncode}); the runtime's "
+                    f"packages stay pinned at: {', '.join(pins)}.\n{_tail(result)}"
+                )
             for note in _pip_notes(result):
                 say(f"  pip: {note}")
     report = mode_report(torch, gpu)
@@ -290,8 +347,10 @@ def install(source: Path, *, dry_run: bool = False, run: Runner = run_command,
         report.changed = changed_versions(before, versions(run, python, PROTECTED))
         if report.changed:
             moved = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in report.changed.items())
-            raise SetupError(f"the install changed packages it must leave alone: {moved}. Restart the "
-                             "runtime (Runtime > Disconnect and delete runtime) and report this.")
+            raise SetupError(
+                f"the install changed packages it must leave alone: {moved}. Restart the "
+                "runtime (Runtime > Disconnect and delete runtime) and report this."
+            )
         check = run([python, "-c", _IMPORT_CHECK])
         if check.returncode != 0:
             raise SetupError(f"fastface_lite was installed but does not import:\n{_tail(check)}")
@@ -323,10 +382,14 @@ if "google.colab" in sys.modules:
     runpy.run_path(f"{{checkout}}/fastface_lite/workbook/colab.py")["install"](checkout)"""
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=checkout_of(Path(__file__)),
-                        help="the fastface_lite checkout to install (default: the one holding this file)")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=checkout_of(Path(__file__)),
+        help="the fastface_lite checkout to install (default: the one holding this file)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the pip commands, run none")
     args = parser.parse_args(argv)
     install(args.source, dry_run=args.dry_run)

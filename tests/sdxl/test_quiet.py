@@ -1,4 +1,5 @@
 """Importing the package and running its CLI prints no library notes a user cannot act on."""
+
 import logging
 import subprocess
 import sys
@@ -6,9 +7,11 @@ import sys
 from fastface_lite.sdxl.quiet import LOGGER_NAME, TorchvisionFallbackFilter, drop_torchvision_fallback_note
 
 # transformers 5.23's wording, as logged from transformers/utils/import_utils.py
-NOTE = ("`SiglipImageProcessor` requires torchvision (not installed); falling back to `SiglipImageProcessorPil` "
-        "for backward compatibility. Install torchvision to use the default backend, or import "
-        "`SiglipImageProcessorPil` directly to silence this warning.")
+NOTE = (
+    "`SiglipImageProcessor` requires torchvision (not installed); falling back to `SiglipImageProcessorPil` "
+    "for backward compatibility. Install torchvision to use the default backend, or import "
+    "`SiglipImageProcessorPil` directly to silence this warning."
+)
 
 
 def _record(message: str) -> logging.LogRecord:
@@ -31,8 +34,10 @@ def test_filter_is_attached_once():
 
 
 def test_other_transformers_warnings_still_show():
-    code = ("import fastface_lite.sdxl\n"
-            f"from transformers.utils import logging\nlogging.get_logger({LOGGER_NAME!r}).warning('a real problem')\n")
+    code = (
+        "import fastface_lite.sdxl\n"
+        f"from transformers.utils import logging\nlogging.get_logger({LOGGER_NAME!r}).warning('a real problem')\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "a real problem" in result.stderr
@@ -47,8 +52,11 @@ def test_importing_the_pipeline_layers_prints_nothing():
 
 def test_cli_error_is_the_only_output(tmp_path):
     missing = tmp_path / "nobody.jpg"
-    result = subprocess.run([sys.executable, "-m", "fastface_lite.cli", "demo", "--out", str(tmp_path),
-                             "--face", str(missing)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "fastface_lite.cli", "demo", "--out", str(tmp_path), "--face", str(missing)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastface demo: ") and "nobody.jpg" in lines[0], result.stderr

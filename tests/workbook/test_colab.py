@@ -1,4 +1,5 @@
 """The Colab set-up's decisions, on fake pip / nvidia-smi / torch answers, and the script itself."""
+
 import json
 import subprocess
 import sys
@@ -21,8 +22,13 @@ SMI = """+----------------------------------------------------------------------
 SMI_L = "GPU 0: Tesla T4 (UUID: GPU-5e1b7a6c-0000-0000-0000-000000000000)\n"
 T4 = Gpu(("Tesla T4",), "550.54.15", "12.4")
 COLAB_TORCH = Torch("2.11.0+cu128", "12.8", True, ("Tesla T4",))
-INSTALLED = {"torch": "2.11.0+cu128", "torchvision": "0.26.0+cu128", "numpy": "2.0.2", "pandas": "2.2.2",
-             "ipykernel": "6.17.1"}
+INSTALLED = {
+    "torch": "2.11.0+cu128",
+    "torchvision": "0.26.0+cu128",
+    "numpy": "2.0.2",
+    "pandas": "2.2.2",
+    "ipykernel": "6.17.1",
+}
 
 
 def test_nvidia_smi_parsed_and_absent():
@@ -46,15 +52,22 @@ def test_torch_probe_parsed():
 
 def test_constraints_pin_what_is_present_with_local_labels():
     lines = colab.constraint_lines(INSTALLED | {"pillow": None})
-    assert lines == ["torch==2.11.0+cu128", "torchvision==0.26.0+cu128", "numpy==2.0.2", "pandas==2.2.2",
-                     "ipykernel==6.17.1"]
+    assert lines == [
+        "torch==2.11.0+cu128",
+        "torchvision==0.26.0+cu128",
+        "numpy==2.0.2",
+        "pandas==2.2.2",
+        "ipykernel==6.17.1",
+    ]
 
 
 CUDA12 = "onnxruntime-gpu>=1.19,<1.27"
 
 
-@pytest.mark.parametrize("cuda, wanted", [("12.8", CUDA12), ("12.4", CUDA12), ("13.0", "onnxruntime-gpu>=1.27,<2"),
-                                          (None, None), ("11.8", None)])
+@pytest.mark.parametrize(
+    "cuda, wanted",
+    [("12.8", CUDA12), ("12.4", CUDA12), ("13.0", "onnxruntime-gpu>=1.27,<2"), (None, None), ("11.8", None)],
+)
 def test_onnxruntime_gpu_follows_torch_cuda(cuda, wanted):
     assert colab.onnxruntime_gpu(cuda) == wanted
 
@@ -125,16 +138,22 @@ class FakeRuntime:
             return Result(0, json.dumps({name: found.get(name) for name in argv[3:]}))
         if code == colab._TORCH:
             t = self.torch
-            return Result(0, json.dumps({"version": t.version, "cuda": t.cuda, "available": t.available,
-                                         "devices": list(t.devices)}))
+            return Result(
+                0,
+                json.dumps(
+                    {"version": t.version, "cuda": t.cuda, "available": t.available, "devices": list(t.devices)}
+                ),
+            )
         if code == colab._IMPORT_CHECK:
             return Result(0, "fastface_lite imports from /usr/local/lib/python3.12/dist-packages/fastface_lite\n")
         raise AssertionError(f"unexpected command {argv}")
 
 
 def test_install_runs_the_plan_and_reports_full_mode():
-    notes = ("WARNING: Location 'file:///x' is ignored: it is neither a file nor a directory.\n"
-             "ERROR: pip's dependency resolver does not currently take into account ...")
+    notes = (
+        "WARNING: Location 'file:///x' is ignored: it is neither a file nor a directory.\n"
+        "ERROR: pip's dependency resolver does not currently take into account ..."
+    )
     fake, said = FakeRuntime(INSTALLED, pip_output=notes), []
     report = colab.install(REPO, run=fake, python="python3", say=said.append)
     pips = [c for c in fake.calls if c[1:3] == ["-m", "pip"]]
@@ -165,9 +184,11 @@ def test_install_refuses_a_missing_checkout_and_a_missing_torch(tmp_path):
 
 def test_dry_run_script_needs_only_the_standard_library():
     """The file runs as the notebooks run it, before anything is installed: torch is never imported."""
-    code = (f"import runpy, sys\nrunpy.run_path({str(SCRIPT)!r})['main'](['--dry-run'])\n"
-            "heavy = sorted(m for m in ('torch', 'numpy', 'diffusers', 'fastface_lite') if m in sys.modules)\n"
-            "print('imported:', heavy)")
+    code = (
+        f"import runpy, sys\nrunpy.run_path({str(SCRIPT)!r})['main'](['--dry-run'])\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'diffusers', 'fastface_lite') if m in sys.modules)\n"
+        "print('imported:', heavy)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO.parent)
     assert result.returncode == 0, result.stderr
     assert "imported: []" in result.stdout
