@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     """Add the `eval` and `metrics` subcommands to the `fastface` parser."""
     ev = subparsers.add_parser(
         "eval",
-        help="evaluate variants over identities x prompts (SPEC §5), resumable, multi-GPU",
+        help="evaluate variants over identities x prompts (docs/method.md §14), resumable, multi-GPU",
         description="Generate one image per identity x prompt x variant x model, score it (identity\n"
         "similarity, CLIP text alignment, face size) and summarise. Each image has its own\n"
         "seed derived from (seed, identity, prompt), so results do not depend on order.",

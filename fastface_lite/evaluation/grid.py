@@ -5,7 +5,7 @@ the grid of items with their seeds and their split over processes.
 **An image does not depend on its neighbours.** Every item draws its starting noise from its own
 generator, seeded by :func:`item_seed` from (seed, identity, prompt) through SHA-256. The
 reference implementation shared one generator over the whole dataset and walked ``os.listdir``
-order (SPEC §4, bug 7), so an image changed when the dataset or its order did. Here identities and
+order (docs/method.md §15, bug 7), so an image changed when the dataset or its order did. Here identities and
 prompts are sorted, and an item's result is the same alone, in any order, in any shard, on any
 number of processes. The seed does not depend on the variant or model: every variant starts from
 the same noise, so variants are compared pair by pair.
@@ -56,7 +56,7 @@ class EvalSpec:
         size: image side in pixels (None = the model's default: 1024, turbo 512; tiny: a quarter).
         mode: "tiny" or "full" (None = ``run_mode()``).
         clip_crop_bgr: Plus v2 only: give CLIP the BGR face crop, as the reference implementation
-            and the IP-Adapter FaceID demo do (SPEC §1). True by default for fidelity.
+            and the IP-Adapter FaceID demo do (docs/method.md §3). True by default for fidelity.
     """
 
     identities: tuple[str, ...] = ()

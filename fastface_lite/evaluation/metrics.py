@@ -1,4 +1,4 @@
-"""The evaluation metrics of SPEC §5: identity similarity, CLIP text alignment, face size, and a
+"""The evaluation metrics of docs/method.md §14: identity similarity, CLIP text alignment, face size, and a
 bootstrap summary per group.
 
 Every per-image metric returns a small record that says whether it could be computed. An image
@@ -98,7 +98,7 @@ def _face_or_failure(image: FaceOrImage, analyzer: FaceAnalyzer) -> tuple[Face |
 
 
 def identity_similarity(reference: FaceOrImage, generated: FaceOrImage, analyzer: FaceAnalyzer) -> IdentityScore:
-    """SPEC §5 identity similarity of the largest face in each image.
+    """Identity similarity (docs/method.md §14) of the largest face in each image.
 
     Args:
         reference: the identity photo, or its `Face` (pass the Face to detect it only once).
@@ -208,7 +208,7 @@ def _pooled(output) -> torch.Tensor:
 
 
 class ClipScorer:
-    """CLIP text alignment (SPEC §5): cosine of L2-normalised image and text embeddings.
+    """CLIP text alignment (docs/method.md §14): cosine of L2-normalised image and text embeddings.
 
     No x100 scaling and no clipping at 0, so the values are plain cosines in [-1, 1].
 

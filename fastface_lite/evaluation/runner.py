@@ -1,4 +1,4 @@
-"""The evaluation runner (SPEC §5): identities x prompts x variants x models, one image each.
+"""The evaluation runner (docs/method.md §14): identities x prompts x variants x models, one image each.
 
     from fastface_lite.evaluation.grid import EvalSpec
     from fastface_lite.evaluation.runner import run_evaluation, recompute_metrics
@@ -23,7 +23,7 @@ What makes a run trustworthy, and which module gets it:
   process holds the folder's lock (``RunFolder.claim``) for the whole command and a second command
   is refused; across machines the folder must be on a shared filesystem.
 
-Metrics per image (SPEC §5): identity similarity with the mode's analyzer (tiny: dlib; full:
+Metrics per image (docs/method.md §14): identity similarity with the mode's analyzer (tiny: dlib; full:
 insightface buffalo_l) plus dlib as an independent second opinion (in tiny mode the primary already
 is dlib, so the ``id_dlib_*`` columns repeat the ``id_*`` ones); CLIP text alignment (tiny: a tiny
 random CLIP; full: ViT-L/14 as ``clip_score`` and ViT-B/32 as ``clip_score_b32``); face size ratio.
@@ -66,7 +66,7 @@ class SimulatedKill(RuntimeError):
 # scoring (shared by the run and by recompute_metrics)
 # ----------------------------------------------------------------------------------------------
 class Scorers:
-    """The metrics of one mode (SPEC §5), loaded once per process.
+    """The metrics of one mode (docs/method.md §14), loaded once per process.
 
     tiny: dlib identity similarity (the second opinion is the same model, so it is copied),
     ``ClipScorer.tiny()``. full: insightface buffalo_l primary + dlib second opinion, CLIP
@@ -180,7 +180,7 @@ class _Generator:
 
     def _id_inputs(self, identity: str, photo: Path):
         """Embedding and aligned crop from the mode's analyzer (tiny: dlib 128-d; full: insightface
-        512-d); the crop is BGR when ``clip_crop_bgr`` (the reference's choice, SPEC §1)."""
+        512-d); the crop is BGR when ``clip_crop_bgr`` (the reference's choice, docs/method.md §3)."""
         if identity not in self._inputs:
             from fastface_lite.sdxl.adapter import face_id_inputs
 

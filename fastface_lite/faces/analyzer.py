@@ -4,7 +4,7 @@ Two backends give the same `Face` record:
 
 * ``insightface`` -- `insightface.app.FaceAnalysis(name="buffalo_l")`: SCRFD detector plus a
   512-d ArcFace embedding. This is what conditions the IP-Adapter FaceID model and what the
-  evaluation protocol scores with (full mode, SPEC §1 and §5).
+  evaluation protocol scores with (full mode, docs/method.md §3 and §14).
 * ``dlib`` -- the offline default: a HOG detector (weak boxes double-checked by dlib's CNN
   detector), the 68-point landmark model and dlib's 128-d ResNet descriptor, all shipped in the
   ``face_recognition_models`` wheel (tiny mode, and an independent second opinion on identity
@@ -41,7 +41,7 @@ __all__ = [
     "DLIB_SAME_PERSON_DISTANCE",
 ]
 
-# SPEC §5: detection is retried at smaller detector input sizes until a face is found.
+# docs/method.md §14: detection is retried at smaller detector input sizes until a face is found.
 DET_SIZES = (640, 576, 512, 448, 384, 320)
 # dlib's documented decision threshold, on the euclidean distance of raw 128-d descriptors.
 DLIB_SAME_PERSON_DISTANCE = 0.6
@@ -176,7 +176,7 @@ def _onnx_has_cuda() -> bool:
 
 
 class _InsightfaceBackend:
-    """buffalo_l through `insightface.app.FaceAnalysis`, with SPEC §5's det-size retry."""
+    """buffalo_l through `insightface.app.FaceAnalysis`, with the det-size retry of docs/method.md §14."""
 
     name = "insightface"
 

@@ -1,4 +1,4 @@
-"""Attention manipulation (AM) of the ID tokens, SPEC §3. Pure tensor functions.
+"""Attention manipulation (AM) of the ID tokens, docs/method.md §6. Pure tensor functions.
 
 In the adapter's decoupled cross-attention every spatial position attends to the T ID tokens
 (T = 4 for FaceID) with probabilities A = softmax(Q K_ip^T / sqrt(d)). AM rewrites selected token

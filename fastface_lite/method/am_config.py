@@ -87,7 +87,7 @@ class AttentionSchedule:
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    """Attention manipulation (AM) of the ID tokens in the adapter's cross-attention (SPEC §3).
+    """Attention manipulation (AM) of the ID tokens in the adapter's cross-attention (docs/method.md §6).
 
     Args:
         transforms: chain applied in order to the target-token columns; empty = AM off.

@@ -71,7 +71,7 @@ class FastFaceConfig:
     # -- the named variants -------------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, model: str = "hyper", num_steps: int = 4, **overrides) -> FastFaceConfig:
-        """One of the six named variants of SPEC §3 for a checkpoint of SPEC §1 (``model``).
+        """One of the six named variants of docs/method.md §12 for a checkpoint of docs/method.md §3 (``model``).
 
         ``baseline dcg am1 am2 fastface-am1 fastface-am2``. The DCG and AM2 variants carry
         per-step lists written for 4 steps, so they need ``num_steps=4``.
@@ -142,7 +142,7 @@ class FastFaceConfig:
         attention = _at("attention", AttentionConfig, at)
         return _at("the config dict", cls, {**top, "guidance": guidance, "attention": attention})
 
-    # -- the reference implementation's JSON format (SPEC §3) ----------------------------------
+    # -- the reference implementation's JSON format (docs/method.md §13) ----------------------------------
     @classmethod
     def from_reference_json(cls, source) -> FastFaceConfig:
         """Read a variant stored in the reference implementation's JSON format (a path or a dict)."""

@@ -1,4 +1,4 @@
-"""Decoupled classifier-free guidance (DCG), SPEC §2.
+"""Decoupled classifier-free guidance (DCG), docs/method.md §4.
 
 The UNet is evaluated on up to three branches per step. Their order, per ``dcg_type``:
 
@@ -58,7 +58,7 @@ def needed_branches(step_index: int, timestep, cfg: GuidanceConfig) -> tuple[boo
 
 
 def terms(branches: Sequence[torch.Tensor], dcg_type: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two guidance directions (term1, term2) of SPEC §2."""
+    """The two guidance directions (term1, term2) of docs/method.md §4."""
     e0, e1, e2 = branches
     if dcg_type in (1, 3):
         return e1 - e0, e2 - e1
@@ -103,7 +103,7 @@ def combine(branches: Sequence[torch.Tensor | None], step_index: int, timestep, 
 
 
 def rescale(pred: torch.Tensor, out1: torch.Tensor, out2: torch.Tensor, phi: float) -> torch.Tensor:
-    """Std rescale after combining (SPEC §2): per sample over (C, H, W), unbiased std.
+    """Std rescale after combining (docs/method.md §4): per sample over (C, H, W), unbiased std.
 
     f = (std(out1) + std(out2)) / (2 std(pred)); f = phi f + (1 - phi); pred * f.
     """
@@ -119,7 +119,7 @@ def guide(noise_pred: torch.Tensor, step_index: int, timestep, cfg: GuidanceConf
     """DCG on a full three-branch batch.
 
     Args:
-        noise_pred: (3B, C, H, W), the branches concatenated on dim 0 in the order of SPEC §2.
+        noise_pred: (3B, C, H, W), the branches concatenated on dim 0 in the order of docs/method.md §4.
         step_index: index of the denoising step (for per-step schedules).
         timestep: scheduler timestep of the step (for timestep-shaped schedules).
         cfg: the guidance config.

@@ -16,7 +16,7 @@ DCG_TYPES = (1, 2, 3)
 
 @dataclass(frozen=True)
 class GuidanceConfig:
-    """How the three UNet branches are combined at each step (SPEC §2).
+    """How the three UNet branches are combined at each step (docs/method.md §4).
 
     Args:
         dcg_type: 1, 2 or 3 (3 is FastFace: e = e_u + a (e_i - e_u) + b (e_ti - e_i)).

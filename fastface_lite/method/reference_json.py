@@ -1,4 +1,4 @@
-"""Read variants stored in the reference implementation's JSON format (SPEC §3).
+"""Read variants stored in the reference implementation's JSON format (docs/method.md §13).
 
 The format nests guidance under ``pipe_kwargs.dcg_kwargs`` and attention under
 ``am_patch_kwargs``; this module maps it onto the fields of :class:`~fastface_lite.method.config.FastFaceConfig`.

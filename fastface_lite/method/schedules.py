@@ -1,6 +1,6 @@
 """Guidance-weight schedules: how the DCG weights `a` and `b` change over the denoising steps.
 
-Two families exist (SPEC §2):
+Two families exist (docs/method.md §5):
 
 * ``custom``: one value per step index, what FastFace itself uses (e.g. a = [1, 1.5, 1.5, 1]).
   Only defined for the step count it was written for.

@@ -65,7 +65,7 @@ def clip_image_processor(size: int) -> CLIPImageProcessorPil:
 
 def load_faceid(pipe, adapter: str, source: str, **hub) -> None:
     """Load the FaceID `adapter` ("faceid" or "faceid-plusv2") from `source` (a hub repo id or a
-    folder in h94's layout) with diffusers' `load_ip_adapter`, as SPEC §1 does it; for Plus v2 turn
+    folder in h94's layout) with diffusers' `load_ip_adapter`, as docs/method.md §3 does it; for Plus v2 turn
     on the v2 shortcut."""
     pipe.load_ip_adapter(source, subfolder=None, weight_name=ADAPTERS[adapter], image_encoder_folder=None, **hub)
     if adapter == "faceid-plusv2":

@@ -153,7 +153,7 @@ def load_pipeline(
     vae: str = "sdxl",
     preview_decoder: bool = False,
 ) -> FastFacePipeline:
-    """The real SPEC §1 checkpoint `model` for `steps` steps, with the FaceID `adapter`, on `device`.
+    """The real docs/method.md §3 checkpoint `model` for `steps` steps, with the FaceID `adapter`, on `device`.
 
     Args:
         model: a checkpoint of ``method.checkpoints.CHECKPOINTS`` (hyper, lightning, lcm, turbo, base).

@@ -1,4 +1,4 @@
-"""FastFacePipeline: SDXL with the three-branch FastFace denoising loop (SPEC §2, §3).
+"""FastFacePipeline: SDXL with the three-branch FastFace denoising loop (docs/method.md §4, §6).
 
 Reads top to bottom like diffusers' SDXL pipeline. What differs:
 

@@ -66,7 +66,7 @@ class AttentionObserver(Protocol):
 
 
 class FastFaceAttnProcessor(IPAdapterAttnProcessor2_0):
-    """IP-Adapter attention with AM in target layers and steps (SPEC §3).
+    """IP-Adapter attention with AM in target layers and steps (docs/method.md §6).
 
     Outside AM (non-target part or step) and without an observer it runs diffusers' own code,
     so results there are bit-identical to the stock processor.

@@ -16,7 +16,7 @@ from fastface_lite.evaluation.run_folder import RunFolderError, sha256_file
 from fastface_lite.faces.photos import face_path, load_prompts
 from fastface_lite.method.config import FastFaceConfig
 
-from .tiny_runs import N_ITEMS, SPEC
+from .tiny_runs import EVAL_GRID, N_ITEMS
 
 
 def test_item_seeds_are_stable_and_do_not_depend_on_order_or_sharding():
@@ -26,7 +26,7 @@ def test_item_seeds_are_stable_and_do_not_depend_on_order_or_sharding():
     assert item_seed(0, "grace_hopper", "a photo of a person") == 4869380854937372202
     assert item_seed(1, "astronaut", "a photo of a person") != item_seed(0, "astronaut", "a photo of a person")
 
-    settings = RunSettings.from_spec(SPEC)
+    settings = RunSettings.from_spec(EVAL_GRID)
     items = build_items(settings)
     assert len(items) == N_ITEMS and len({i.key for i in items}) == N_ITEMS
     assert [i.identity for i in items[:8]] == ["astronaut"] * 8  # sorted inputs
@@ -73,7 +73,7 @@ def test_item_seeds_are_stable_and_do_not_depend_on_order_or_sharding():
 
 # ------------------------------------------------------------------------------- the settings
 def test_run_settings_json_is_the_layout_stored_runs_have():
-    settings = RunSettings.from_spec(SPEC)
+    settings = RunSettings.from_spec(EVAL_GRID)
     stored = settings.to_json()
     # settings.json's "settings" object of every run so far: these keys, in this order, plain JSON
     assert list(stored) == [
@@ -111,7 +111,7 @@ def test_run_settings_json_is_the_layout_stored_runs_have():
     assert stored["variant_configs"] == configs
     assert json.loads(json.dumps(stored)) == stored  # lists and dicts only: what json.load gives back
     assert RunSettings.from_json(stored) == settings and RunSettings.from_json(stored).to_json() == stored
-    full = RunSettings.from_spec(EvalSpec(**{**SPEC.__dict__, "mode": "full"})).to_json()["weights"]
+    full = RunSettings.from_spec(EvalSpec(**{**EVAL_GRID.__dict__, "mode": "full"})).to_json()["weights"]
     clip = {"clip_score": "openai/clip-vit-large-patch14", "clip_score_b32": "openai/clip-vit-base-patch32"}
     assert full == {
         "clip": clip,
@@ -122,7 +122,7 @@ def test_run_settings_json_is_the_layout_stored_runs_have():
 
 
 def test_run_settings_are_immutable_and_bad_stored_settings_are_named():
-    settings = RunSettings.from_spec(SPEC)
+    settings = RunSettings.from_spec(EVAL_GRID)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.seed = 1
     with pytest.raises(TypeError):
@@ -157,4 +157,4 @@ def test_run_settings_are_immutable_and_bad_stored_settings_are_named():
 )
 def test_eval_spec_refuses_bad_input_before_any_work(change, message):
     with pytest.raises(ConfigError, match=message):
-        EvalSpec(**{**SPEC.__dict__, **change})
+        EvalSpec(**{**EVAL_GRID.__dict__, **change})

@@ -1,4 +1,4 @@
-"""Metrics (SPEC §5): identity similarity, face size, CLIP alignment, bootstrap aggregation.
+"""Metrics (docs/method.md §14): identity similarity, face size, CLIP alignment, bootstrap aggregation.
 Offline, CPU. (The shipped prompt sets are tested in tests/faces/test_photos.py.)"""
 
 from __future__ import annotations

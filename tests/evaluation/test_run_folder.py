@@ -26,7 +26,7 @@ from fastface_lite.evaluation.run_folder import (
 from fastface_lite.evaluation.runner import run_evaluation
 from fastface_lite.faces.photos import face_path
 
-from .tiny_runs import GRID, SPEC, images, log_lines
+from .tiny_runs import EVAL_GRID, GRID, images, log_lines
 
 
 def test_existing_run_needs_resume_or_overwrite(reference_run, capsys):
@@ -35,26 +35,26 @@ def test_existing_run_needs_resume_or_overwrite(reference_run, capsys):
     message = capsys.readouterr().err
     assert "already holds an evaluation run" in message and "--resume" in message and "--overwrite" in message
     with pytest.raises(RunFolderError, match="--resume"):
-        run_evaluation(SPEC, reference_run)
+        run_evaluation(EVAL_GRID, reference_run)
     with pytest.raises(RunFolderError, match="exclude each other"):
-        run_evaluation(SPEC, reference_run, resume=True, overwrite=True)
+        run_evaluation(EVAL_GRID, reference_run, resume=True, overwrite=True)
     assert (reference_run / "results.jsonl").read_bytes() == before
 
 
 def test_resume_with_other_settings_is_refused(reference_run, tmp_path, capsys):
     before = (reference_run / "results.jsonl").read_bytes()
     with pytest.raises(RunFolderError, match=r"other settings:\n  seed: stored 0, now 1"):
-        run_evaluation(EvalSpec(**{**SPEC.__dict__, "seed": 1}), reference_run, resume=True)
+        run_evaluation(EvalSpec(**{**EVAL_GRID.__dict__, "seed": 1}), reference_run, resume=True)
     with pytest.raises(RunFolderError, match="variants"):
-        run_evaluation(EvalSpec(**{**SPEC.__dict__, "variants": ("baseline",)}), reference_run, resume=True)
+        run_evaluation(EvalSpec(**{**EVAL_GRID.__dict__, "variants": ("baseline",)}), reference_run, resume=True)
     with pytest.raises(RunFolderError, match="prompts"):
-        run_evaluation(EvalSpec(**{**SPEC.__dict__, "prompts_per_set": 3}), reference_run, resume=True)
+        run_evaluation(EvalSpec(**{**EVAL_GRID.__dict__, "prompts_per_set": 3}), reference_run, resume=True)
     # an identity photo that changed under the same name is a different setting too
     edited = tmp_path / "astronaut.jpg"
     edited.write_bytes(face_path("astronaut").read_bytes() + b"\0")
     with pytest.raises(RunFolderError, match="identities"):
         run_evaluation(
-            EvalSpec(**{**SPEC.__dict__, "identities": (str(edited), "grace_hopper")}), reference_run, resume=True
+            EvalSpec(**{**EVAL_GRID.__dict__, "identities": (str(edited), "grace_hopper")}), reference_run, resume=True
         )
     assert cli.main(["eval", *GRID, "--seed", "1", "--out", str(reference_run), "--resume"]) == 2
     assert "seed: stored 0, now 1" in capsys.readouterr().err
@@ -66,27 +66,27 @@ def test_overwrite_only_replaces_run_folders_and_limit_is_not_a_setting(tmp_path
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("keep me")
     with pytest.raises(RunFolderError, match="not an evaluation run folder"):
-        run_evaluation(SPEC, foreign, overwrite=True)
+        run_evaluation(EVAL_GRID, foreign, overwrite=True)
     assert (foreign / "thesis.tex").read_text() == "keep me"
 
     out = tmp_path / "run"
-    assert len(run_evaluation(SPEC, out, progress=False, limit=2)) == 2
-    table = run_evaluation(SPEC, out, overwrite=True, progress=False, limit=1)
+    assert len(run_evaluation(EVAL_GRID, out, progress=False, limit=2)) == 2
+    table = run_evaluation(EVAL_GRID, out, overwrite=True, progress=False, limit=1)
     assert len(table) == 1 and len(log_lines(out)) == 1 and len(images(out)) == 1
-    table = run_evaluation(SPEC, out, resume=True, progress=False, limit=3)  # continues the grid
-    assert table["key"].tolist() == [i.key for i in build_items(RunSettings.from_spec(SPEC))[:3]]
+    table = run_evaluation(EVAL_GRID, out, resume=True, progress=False, limit=3)  # continues the grid
+    assert table["key"].tolist() == [i.key for i in build_items(RunSettings.from_spec(EVAL_GRID))[:3]]
     assert len(log_lines(out)) == 3
 
 
 # ------------------------------------------------------------- the folder alone, without generating
 @pytest.fixture(scope="module")
 def settings():
-    return RunSettings.from_spec(SPEC)
+    return RunSettings.from_spec(EVAL_GRID)
 
 
 @pytest.fixture(scope="module")
 def identities():
-    return resolve_identities(SPEC.identities)
+    return resolve_identities(EVAL_GRID.identities)
 
 
 def test_decide_reads_the_folder_and_refuses_what_it_must(settings, identities, tmp_path):
@@ -105,7 +105,7 @@ def test_decide_reads_the_folder_and_refuses_what_it_must(settings, identities, 
         folder.decide(stored, False, False)
     assert folder.decide(stored, True, False) == "resume"
     assert folder.decide(stored, False, True) == "overwrite"
-    other = RunSettings.from_spec(EvalSpec(**{**SPEC.__dict__, "adapter": "faceid"})).to_json()
+    other = RunSettings.from_spec(EvalSpec(**{**EVAL_GRID.__dict__, "adapter": "faceid"})).to_json()
     with pytest.raises(RunFolderError, match=r"other settings:\n  adapter: stored \"faceid-plusv2\", now \"faceid\"\n"):
         folder.decide(other, True, False)
 

@@ -26,26 +26,26 @@ from fastface_lite.evaluation.runner import Scorers, SimulatedKill, run_evaluati
 from fastface_lite.evaluation.summary import load_results
 from fastface_lite.faces.photos import face_path
 
-from .tiny_runs import GRID, N_ITEMS, REPO, SPEC, assert_same_run, comparable, log_lines, subprocess_env
+from .tiny_runs import EVAL_GRID, GRID, N_ITEMS, REPO, assert_same_run, comparable, log_lines, subprocess_env
 
 
 # ------------------------------------------------------------------------------ kill and resume
 def test_run_stopped_half_way_resumes_to_identical_results(reference_run, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(SimulatedKill):
-        run_evaluation(SPEC, out, resume=True, progress=False, stop_after=7)
+        run_evaluation(EVAL_GRID, out, resume=True, progress=False, stop_after=7)
     assert len(log_lines(out)) == 7
     assert not (out / "results.csv").exists()  # nothing merged: the process "died"
     # what a kill in the middle of a write leaves: a torn log line and a half-written image
     log = out / SHARDS / "process-000.jsonl"
     with open(log, "ab") as f:
         f.write(b'{"key": "hyper/fastface-am2/astronaut/realistic/a ph')
-    torn_image = out / build_items(RunSettings.from_spec(SPEC))[7].image
+    torn_image = out / build_items(RunSettings.from_spec(EVAL_GRID))[7].image
     torn_image.parent.mkdir(parents=True, exist_ok=True)
     (torn_image.parent / f".{torn_image.name}.tmp-12345").write_bytes(b"\x89PNG half")
 
     # the same call again (resume=True makes the command safe to repeat)
-    table = run_evaluation(SPEC, out, resume=True, progress=False)
+    table = run_evaluation(EVAL_GRID, out, resume=True, progress=False)
     assert len(table) == N_ITEMS
     assert_same_run(out, reference_run)
     assert not list(out.rglob(".*.tmp-*"))
@@ -142,7 +142,7 @@ def test_metrics_command_reproduces_the_stored_metrics(reference_run, tmp_path):
     keep = lambda s: s[s["metric"] != "seconds"].reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(keep(summary), keep(expected))
     # a later resume keeps the recomputed records (nothing left to generate)
-    again = run_evaluation(SPEC, out, resume=True, progress=False)
+    again = run_evaluation(EVAL_GRID, out, resume=True, progress=False)
     assert again["metrics_at"].notna().all() and len(log_lines(out)) == N_ITEMS
 
 

@@ -14,14 +14,14 @@ from fastface_lite.evaluation.run_folder import RunFolder
 from fastface_lite.evaluation.summary import finalize, load_results, metric_figure
 from fastface_lite.faces.photos import load_prompts
 
-from .tiny_runs import N_ITEMS, SPEC
+from .tiny_runs import EVAL_GRID, N_ITEMS
 
 
 def test_reference_run_writes_table_summary_and_plots(reference_run):
     table = load_results(reference_run)
     assert len(table) == N_ITEMS and table["key"].is_unique
     assert [tuple(k.split("/")[:3]) for k in table["key"]] == [
-        (i.model, i.variant, i.identity) for i in build_items(RunSettings.from_spec(SPEC))
+        (i.model, i.variant, i.identity) for i in build_items(RunSettings.from_spec(EVAL_GRID))
     ]
     assert set(table["prompt_set"]) == {"realistic", "stylistic"}
     assert dict(table.groupby("variant")["unet_evaluations"].unique().map(list)) == {
@@ -148,8 +148,8 @@ def test_finalize_writes_table_summary_markdown_and_plots(tmp_path):
 
 def test_finalize_of_a_run_without_records_writes_an_empty_table(tmp_path):
     folder = RunFolder(tmp_path / "run")
-    settings = RunSettings.from_spec(SPEC)
-    folder.prepare("new", settings.to_json(), resolve_identities(SPEC.identities))
+    settings = RunSettings.from_spec(EVAL_GRID)
+    folder.prepare("new", settings.to_json(), resolve_identities(EVAL_GRID.identities))
     assert finalize(folder).empty and load_results(folder.path).empty
     assert (folder.path / "results.jsonl").read_text() == ""
     assert not (folder.path / "summary.csv").exists()

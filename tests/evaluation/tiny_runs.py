@@ -46,7 +46,7 @@ GRID = [
     "--no-progress",
 ]
 # the same grid through the Python API (identities given in the other order on purpose)
-SPEC = EvalSpec(
+EVAL_GRID = EvalSpec(
     identities=("grace_hopper", "astronaut"),
     prompt_sets=("realistic", "stylistic"),
     prompts_per_set=2,

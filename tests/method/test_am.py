@@ -1,4 +1,4 @@
-"""AM transforms against SPEC §3 formulas written out independently in the test."""
+"""AM transforms against docs/method.md §7 formulas written out independently in the test."""
 
 import math
 

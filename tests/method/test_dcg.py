@@ -1,4 +1,4 @@
-"""DCG numbers against the SPEC §2 formulas written out by hand, schedules, branch needs."""
+"""DCG numbers against the docs/method.md §4 formulas written out by hand, schedules, branch needs."""
 
 import pytest
 import torch

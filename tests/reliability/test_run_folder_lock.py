@@ -41,7 +41,7 @@ SMALL = [
     "tiny",
     "--no-progress",
 ]
-SMALL_SPEC = EvalSpec(
+SMALL_GRID = EvalSpec(
     identities=("astronaut",),
     prompt_sets=("realistic",),
     prompts_per_set=1,
@@ -107,14 +107,14 @@ def test_out_that_is_a_file_or_a_missing_metrics_folder_is_a_clear_error(tmp_pat
 
 def test_resume_regenerates_a_truncated_or_replaced_image(tmp_path):
     out = tmp_path / "run"
-    table = run_evaluation(SMALL_SPEC, out, progress=False)
+    table = run_evaluation(SMALL_GRID, out, progress=False)
     assert len(table) == 2 and {"image_bytes", "image_sha256"} <= set(table.columns)
     first, second = (out / image for image in table["image"])
     expected = {first: first.read_bytes(), second: second.read_bytes()}
     first.write_bytes(expected[first][: len(expected[first]) // 2])  # truncated PNG
     second.write_bytes(expected[first])  # a readable PNG, but not the one recorded
     assert RunFolder(out).finished() == set()
-    table = run_evaluation(SMALL_SPEC, out, resume=True, progress=False)
+    table = run_evaluation(SMALL_GRID, out, resume=True, progress=False)
     assert len(table) == 2 and table["key"].is_unique
     assert {p: p.read_bytes() for p in expected} == expected  # the same images again (same seeds)
     assert len(log_lines(out)) == 4  # both items generated a second time

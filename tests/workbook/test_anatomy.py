@@ -1,4 +1,4 @@
-"""anatomy.py: the hub-file table against SPEC §1, the ID-token steps against the UNet's own
+"""anatomy.py: the hub-file table against docs/method.md §3, the ID-token steps against the UNet's own
 projection, the LoRA layer table, and the hand-computed decoupled attention against diffusers."""
 
 import pytest
