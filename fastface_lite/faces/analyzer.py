@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import importlib.util
 import warnings
 from collections.abc import Sequence
@@ -169,6 +170,17 @@ def _insightface_model_dir(name: str, root: str) -> Path:
     return Path(root).expanduser() / "models" / str(name)
 
 
+FACES_EXTRA = "the face models come with the `faces` extra: pip install 'fastface_lite[faces]'"
+
+
+def _face_library(name: str):
+    """Import a face library of the `faces` extra, saying how to install it when it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(f"{err.name} is not installed; {FACES_EXTRA}") from err
+
+
 def _onnx_has_cuda() -> bool:
     import onnxruntime
 
@@ -189,7 +201,7 @@ class _InsightfaceBackend:
         det_thresh: float,
         providers: Sequence[str] | None,
     ):
-        from insightface.app import FaceAnalysis
+        FaceAnalysis = _face_library("insightface.app").FaceAnalysis
 
         self.ctx_id = (0 if _onnx_has_cuda() else -1) if ctx_id is None else ctx_id
         if providers is None:
@@ -272,16 +284,14 @@ def dlib_models_dir() -> Path:
     """
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "face_recognition_models is not installed; pip install face_recognition_models==0.3.0"
-        )
+        raise ModuleNotFoundError(f"face_recognition_models is not installed; {FACES_EXTRA}")
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
 @functools.lru_cache(maxsize=1)
 def _dlib_models():
     """Load the dlib models once per process (about a second)."""
-    import dlib
+    dlib = _face_library("dlib")
 
     folder = dlib_models_dir()
     return (
