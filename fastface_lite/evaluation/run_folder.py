@@ -208,7 +208,7 @@ def _around(text: str, at: int, width: int = 100) -> str:
     return ("..." if start else "") + text[start : start + width] + ("..." if len(text) > start + width else "")
 
 
-def _differences(stored: Mapping, current: Mapping) -> list[str]:
+def settings_differences(stored: Mapping, current: Mapping) -> list[str]:
     """One line per differing setting; long values are cut around their first difference, so
     the difference itself is always shown."""
     lines = []
@@ -338,7 +338,7 @@ class RunFolder:
                 "(Python: resume=True / overwrite=True)."
             )
         stored = self._settings_file().get("settings", {})
-        diff = _differences(stored, json.loads(json.dumps(settings)))
+        diff = settings_differences(stored, json.loads(json.dumps(settings)))
         if diff:
             raise RunFolderError(
                 f"cannot resume {run_dir}: it was started with other settings:\n  "

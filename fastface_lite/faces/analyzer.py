@@ -173,7 +173,7 @@ def _insightface_model_dir(name: str, root: str) -> Path:
 FACES_EXTRA = "the face models come with the `faces` extra: pip install 'fastface_lite[faces]'"
 
 
-def _face_library(name: str):
+def import_face_library(name: str):
     """Import a face library of the `faces` extra, saying how to install it when it is missing."""
     try:
         return importlib.import_module(name)
@@ -201,7 +201,7 @@ class _InsightfaceBackend:
         det_thresh: float,
         providers: Sequence[str] | None,
     ):
-        FaceAnalysis = _face_library("insightface.app").FaceAnalysis
+        FaceAnalysis = import_face_library("insightface.app").FaceAnalysis
 
         self.ctx_id = (0 if _onnx_has_cuda() else -1) if ctx_id is None else ctx_id
         if providers is None:
@@ -291,7 +291,7 @@ def dlib_models_dir() -> Path:
 @functools.lru_cache(maxsize=1)
 def _dlib_models():
     """Load the dlib models once per process (about a second)."""
-    dlib = _face_library("dlib")
+    dlib = import_face_library("dlib")
 
     folder = dlib_models_dir()
     return (

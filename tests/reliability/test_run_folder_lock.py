@@ -159,8 +159,8 @@ def test_two_processes_on_one_folder_one_wins_the_other_is_refused(tmp_path):
 
 
 def test_the_settings_difference_is_shown_even_in_long_values():
-    from fastface_lite.evaluation.run_folder import _differences
+    from fastface_lite.evaluation.run_folder import settings_differences
 
     stored = {"prompts": ["a photo of a person"] * 20 + ["reading"]}
-    (line,) = _differences(stored, {"prompts": ["a photo of a person"] * 20 + ["writing"]})
+    (line,) = settings_differences(stored, {"prompts": ["a photo of a person"] * 20 + ["writing"]})
     assert '"reading"' in line and '"writing"' in line
