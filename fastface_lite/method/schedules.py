@@ -100,6 +100,11 @@ class WeightSchedule:
             values = numbers_list(self.values, "schedule values", -MAX_WEIGHT, MAX_WEIGHT)
             object.__setattr__(self, "values", values)
         else:
+            if self.values is not None:  # read by the custom shape only: a value here would be ignored
+                raise ConfigError(
+                    f"schedule shape {self.shape!r} takes no `values` (got {self.values!r}); per-step values "
+                    "need shape='custom'"
+                )
             object.__setattr__(self, "weight", number(self.weight, "schedule weight", -MAX_WEIGHT, MAX_WEIGHT))
             for name in ("c", "s"):
                 object.__setattr__(self, name, optional_number(getattr(self, name), f"schedule parameter {name}"))
