@@ -1,6 +1,7 @@
 """Peak GPU memory and seconds per image of a full-size FastFace pipeline (random weights).
 
-Builds every module at the real SDXL + FaceID Plus v2 sizes (UNet 2.6 B parameters, SDXL VAE,
+Builds every module at the real SDXL + FaceID Plus v2 sizes (UNet 2.6 B parameters, 3.3 B with the
+adapter loaded, SDXL VAE,
 CLIP ViT-L and bigG text encoders, ViT-H/14 image encoder, rank-128 FaceID LoRA, 512-d ID) with
 random weights straight on the device, then runs 1024 px, 4-step images per variant and reports
 `torch.cuda.max_memory_allocated` with and without VAE slicing + tiling. This is what the T4
