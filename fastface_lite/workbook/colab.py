@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-# What the runtime ships and must keep: the torch build that matches its driver, the packages the
-# kernel has already imported, and those sharing a folder with a sibling (the opencv wheels: cv2/).
+# What the runtime ships and must keep: the torch build that matches its driver, packages a running
+# kernel may have imported already (upgrading those makes Colab ask for a restart), and wheels that
+# share a folder with a sibling (the three opencv wheels all write cv2/).
 PROTECTED = ("torch", "torchvision", "torchaudio", "numpy", "pandas", "pillow", "matplotlib",
              "opencv-python", "opencv-python-headless", "opencv-contrib-python", "ipywidgets",
              "ipykernel", "ipython", "jupyter-client", "jupyter-core", "jupyter-server", "notebook",
