@@ -37,6 +37,15 @@ python3 -m venv "$VENV"
 protected > "$WORK/before.txt"
 echo "before the set-up:"; sed 's/^/  /' "$WORK/before.txt"
 
+stamp "a plain pip install of the package here (no constraints) would keep torch: dry run"
+"$PY" -m pip install -q --dry-run --report "$WORK/plain.json" "$REPO[faces,workbook]" 2>&1 | quiet_pip
+"$PY" - "$WORK/plain.json" <<'EOF'
+import json, sys
+names = sorted(item["metadata"]["name"].lower() for item in json.load(open(sys.argv[1]))["install"])
+print(f"  pip would add {len(names)} packages:", ", ".join(names))
+assert not {"torch", "torchvision"} & set(names), "a plain pip install would replace torch"
+EOF
+
 stamp "the notebooks' set-up (fastface_lite/workbook/colab.py, as the first cell runs it)"
 (cd "$WORK" && "$PY" -c "import runpy; runpy.run_path('$REPO/fastface_lite/workbook/colab.py')['install']('$REPO')")
 protected > "$WORK/after.txt"
@@ -57,25 +66,41 @@ print(f"torch {torch.__version__}, torchvision {torchvision.__version__} (nms ke
 assert "site-packages" in ff.__file__, "the check must use the installed package"
 EOF
 )
-(cd "$WORK" && "$VENV/bin/fastface" demo --out "$WORK/demo")
+(cd "$WORK" && "$VENV/bin/fastface" --help | sed -n 1p)
 
 stamp "test tools, pinned so they move nothing installed"
 "$PY" -m pip freeze --exclude-editable | grep -v "^fastface" > "$WORK/frozen.txt"
 "$PY" -m pip install -q -c "$WORK/frozen.txt" pytest nbclient nbformat 2>&1 | quiet_pip
 
-stamp "the five notebooks, tiny mode, plain execution"
+stamp "the five notebooks, tiny mode, plain execution (two at a time: each kernel uses one thread)"
 cp "$REPO"/notebooks/*.ipynb "$WORK/"
 (cd "$WORK" && JUPYTER_DATA_DIR="$WORK/jupyter" JUPYTER_CONFIG_DIR="$WORK/jupyter" "$PY" - <<'EOF'
-import sys, time
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
 import nbformat
 from nbclient import NotebookClient
 
-for path in sorted(Path.cwd().glob("[0-9][0-9]_*.ipynb")):
+
+def execute(path: Path) -> str:
     nb = nbformat.read(path, as_version=4)
     began = time.time()
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    print(f"  {path.name}: {len(nb.cells)} cells ran in {time.time() - began:.0f} s", flush=True)
+    return f"  {path.name}: {len(nb.cells)} cells ran in {time.time() - began:.0f} s"
+
+
+# the kernel must be this virtualenv's Python, not another one a kernelspec points at
+probe = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys, torch; print(sys.prefix, torch.__version__)")])
+NotebookClient(probe, timeout=120, kernel_name="python3").execute()
+kernel_env = "".join(o.get("text", "") for o in probe.cells[0].outputs if o.get("name") == "stdout").strip()
+print(f"  kernel: {kernel_env}")
+assert Path(kernel_env.split()[0]).resolve() == Path(sys.prefix).resolve(), "the notebooks would run in another Python"
+
+with ThreadPoolExecutor(max_workers=2) as pool:  # kernels are processes; threads only wait on them
+    for line in pool.map(execute, sorted(Path.cwd().glob("[0-9][0-9]_*.ipynb"))):
+        print(line, flush=True)
 EOF
 )
 

@@ -287,13 +287,13 @@ def _tail(result: Result, lines: int = 30) -> str:
 
 
 def _pip_notes(result: Result) -> list:
-    """pip's warnings and resolver notes, less its notes on its own index settings and on
-    uninstalling what is not there."""
+    """pip's warnings and its resolver's list of other installed packages whose pins now disagree,
+    less its notes on its own index settings and on uninstalling what is not there."""
     noise = ("is ignored: it is neither a file", "as it is not installed")
     return [
         line
         for line in (result.stdout + result.stderr).splitlines()
-        if line.startswith(("WARNING:", "ERROR:")) and not any(n in line for n in noise)
+        if (line.startswith(("WARNING:", "ERROR:")) or "but you have" in line) and not any(n in line for n in noise)
     ]
 
 

@@ -152,14 +152,17 @@ class FakeRuntime:
 def test_install_runs_the_plan_and_reports_full_mode():
     notes = (
         "WARNING: Location 'file:///x' is ignored: it is neither a file nor a directory.\n"
-        "ERROR: pip's dependency resolver does not currently take into account ..."
+        "ERROR: pip's dependency resolver does not currently take into account ...\n"
+        "sentence-transformers 3.4.1 requires transformers<5.0.0, but you have transformers 5.24.0\n"
+        "Successfully installed fastface_lite-0.1.0\n"
     )
     fake, said = FakeRuntime(INSTALLED, pip_output=notes), []
     report = colab.install(REPO, run=fake, python="python3", say=said.append)
     pips = [c for c in fake.calls if c[1:3] == ["-m", "pip"]]
     assert len(pips) == 4 and report.mode == "full" and report.changed == {}
     text = "\n".join(said)
-    assert "torch==2.11.0+cu128" in text and "dependency resolver" in text and "is ignored" not in text
+    assert "torch==2.11.0+cu128" in text and "dependency resolver" in text and "transformers<5.0.0" in text
+    assert "is ignored" not in text and "Successfully" not in text
 
 
 def test_install_stops_when_pip_fails():
