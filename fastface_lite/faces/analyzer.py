@@ -24,6 +24,7 @@ import contextlib
 import functools
 import importlib
 import importlib.util
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ __all__ = [
     "Face",
     "FaceAnalyzer",
     "insightface_weights_available",
+    "insightface_root",
+    "INSIGHTFACE_ROOT_ENV",
     "DET_SIZES",
     "DLIB_SAME_PERSON_DISTANCE",
 ]
@@ -157,17 +160,28 @@ def _align(rgb: np.ndarray, kps: np.ndarray, size: int, bgr: bool) -> np.ndarray
 # ----------------------------------------------------------------------------------- backends
 
 
-def insightface_weights_available(name: str = "buffalo_l", root: str = "~/.insightface") -> bool:
+# insightface keeps its packs under ~/.insightface/models/<name>; this variable moves that root (a
+# shared or pre-filled folder, e.g. the tiny pack of `make test-full`) without code changes.
+INSIGHTFACE_ROOT_ENV = "FASTFACE_INSIGHTFACE_ROOT"
+
+
+def insightface_root(root: str | os.PathLike | None = None) -> Path:
+    """insightface's model root: `root` if given, else ``$FASTFACE_INSIGHTFACE_ROOT``, else ``~/.insightface``."""
+    chosen = root if root is not None else os.environ.get(INSIGHTFACE_ROOT_ENV) or "~/.insightface"
+    return Path(chosen).expanduser()
+
+
+def insightface_weights_available(name: str = "buffalo_l", root: str | os.PathLike | None = None) -> bool:
     """True when an insightface model pack (e.g. buffalo_l) is already on disk; never downloads."""
     folder = _insightface_model_dir(name, root)
     return folder.is_dir() and any(folder.glob("*.onnx"))
 
 
-def _insightface_model_dir(name: str, root: str) -> Path:
+def _insightface_model_dir(name: str, root: str | os.PathLike | None) -> Path:
     direct = Path(str(name)).expanduser()
     if direct.is_dir():
         return direct
-    return Path(root).expanduser() / "models" / str(name)
+    return insightface_root(root) / "models" / str(name)
 
 
 FACES_EXTRA = "the face models come with the `faces` extra: pip install 'fastface_lite[faces]'"
@@ -195,7 +209,7 @@ class _InsightfaceBackend:
     def __init__(
         self,
         name: str,
-        root: str,
+        root: str | os.PathLike | None,
         ctx_id: int | None,
         det_sizes: Sequence[int],
         det_thresh: float,
@@ -215,7 +229,7 @@ class _InsightfaceBackend:
         try:
             self.app = FaceAnalysis(
                 name=str(folder) if on_disk else name,
-                root=str(Path(root).expanduser()),
+                root=str(insightface_root(root)),
                 allowed_modules=["detection", "recognition"],
                 providers=list(providers),
             )
@@ -405,7 +419,8 @@ class FaceAnalyzer:
         backend: "insightface", "dlib", or "auto" (insightface when the `name` pack is already
             on disk under `root`, else dlib; nothing is downloaded).
         name: insightface model pack name, or a folder holding its .onnx files.
-        root: insightface's model root; packs live in `root/models/<name>`.
+        root: insightface's model root; packs live in `root/models/<name>`. Default
+            ``$FASTFACE_INSIGHTFACE_ROOT``, else ``~/.insightface``.
         ctx_id: insightface device, 0 for the first GPU, -1 for CPU; default 0 when
             onnxruntime offers CUDA, else -1.
         det_sizes: insightface detector input sizes, tried in order until a face is found.
@@ -428,7 +443,7 @@ class FaceAnalyzer:
         backend: str = "auto",
         *,
         name: str = "buffalo_l",
-        root: str = "~/.insightface",
+        root: str | os.PathLike | None = None,
         ctx_id: int | None = None,
         det_sizes: Sequence[int] = DET_SIZES,
         det_thresh: float = 0.5,

@@ -6,12 +6,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import onnx
 import onnxruntime
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image, ImageEnhance
 from skimage import data as skdata
+from support.tiny_insightface import write_pack
 
 from fastface_lite.errors import FaceError, ImageTooSmallError, NoFaceError, UnreadableImageError
 from fastface_lite.faces.analyzer import DLIB_SAME_PERSON_DISTANCE, Face, FaceAnalyzer
@@ -283,102 +282,9 @@ def test_exif_rotated_jpeg_gives_the_upright_face(analyzer, photos, tmp_path):
 
 # --------------------------------------------------------------- insightface glue, tiny ONNX
 #
-# A real buffalo_l pack is not available offline, so we write two tiny ONNX files that
-# insightface 2.1's model_zoo routes by their shapes (model_zoo.ModelRouter):
-#   * >= 5 outputs -> SCRFD detector. Ours has SCRFD's 9-output layout (strides 8/16/32,
-#     2 anchors, with keypoints). It marks a face where a stride-32 cell of its input is red,
-#     and only when the detector input is at most `max_det_width` wide, so the det-size retry
-#     is observable. insightface swaps BGR->RGB before the network, so a red square is only
-#     seen as red if we fed BGR.
-#   * square input >= 112, multiple of 16 -> ArcFaceONNX recognizer: an 8x8 average pool and
-#     a random 588 x 512 projection.
-
-
-def _const(name, array):
-    return numpy_helper.from_array(np.asarray(array), name)
-
-
-def _save(nodes, inputs, outputs, inits, path):
-    graph = helper.make_graph(nodes, path.stem, inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def write_tiny_scrfd(path, max_det_width: int, box_half: float = 7.0):
-    nodes = [
-        # gate = 0 when the input width <= max_det_width, else -100 (added to every logit)
-        helper.make_node("Shape", ["input.1"], ["shape"]),
-        helper.make_node("Gather", ["shape", "axis3"], ["width"], axis=0),
-        helper.make_node("Cast", ["width"], ["width_f"], to=TensorProto.FLOAT),
-        helper.make_node("Less", ["width_f", "limit"], ["open"]),
-        helper.make_node("Cast", ["open"], ["open_f"], to=TensorProto.FLOAT),
-        helper.make_node("Sub", ["open_f", "one"], ["closed"]),
-        helper.make_node("Mul", ["closed", "hundred"], ["gate"]),
-    ]
-    inits = [
-        _const("axis3", np.array(3, np.int64)),
-        _const("limit", np.array(max_det_width + 0.5, np.float32)),
-        _const("one", np.array(1.0, np.float32)),
-        _const("hundred", np.array(100.0, np.float32)),
-    ]
-    # keypoint offsets from the anchor, in strides: eyes, nose, mouth corners (image-left first)
-    kps = np.array([-0.9, -0.6, 0.9, -0.6, 0.0, 0.3, -0.7, 1.2, 0.7, 1.2], np.float32)
-    for stride in (8, 16, 32):
-        p = f"s{stride}"
-        if stride == 32:  # logit = 10 * (R - (G + B) / 2 - 1.2) on the normalised input
-            score_w = np.tile(np.array([10.0, -5.0, -5.0], np.float32), (2, 1)).reshape(2, 3, 1, 1)
-            score_b = np.full(2, -12.0, np.float32)
-        else:  # silent branches with the right shapes
-            score_w, score_b = np.zeros((2, 3, 1, 1), np.float32), np.full(2, -20.0, np.float32)
-        inits += [_const(f"{p}_sw", score_w), _const(f"{p}_sb", score_b)]
-        nodes += [
-            helper.make_node(
-                "AveragePool", ["input.1"], [f"{p}_pool"], kernel_shape=[stride] * 2, strides=[stride] * 2
-            ),
-            helper.make_node("Conv", [f"{p}_pool", f"{p}_sw", f"{p}_sb"], [f"{p}_logit"]),
-            helper.make_node("Add", [f"{p}_logit", "gate"], [f"{p}_gated"]),
-            helper.make_node("Sigmoid", [f"{p}_gated"], [f"{p}_prob"]),
-        ]
-        heads = (("score", 1, f"{p}_prob"), ("bbox", 4, None), ("kps", 10, None))
-        for kind, width, source in heads:
-            if source is None:  # constant per anchor: a zero conv with the values as bias
-                bias = np.full(4, box_half, np.float32) if kind == "bbox" else kps
-                inits += [
-                    _const(f"{p}_{kind}_w", np.zeros((2 * width, 3, 1, 1), np.float32)),
-                    _const(f"{p}_{kind}_b", np.tile(bias, 2)),
-                ]
-                nodes.append(helper.make_node("Conv", [f"{p}_pool", f"{p}_{kind}_w", f"{p}_{kind}_b"], [f"{p}_{kind}"]))
-                source = f"{p}_{kind}"
-            # (1, 2*width, h, w) -> (h*w*2, width): anchors vary fastest, as SCRFD expects
-            inits.append(_const(f"{p}_{kind}_shape", np.array([-1, width], np.int64)))
-            nodes += [
-                helper.make_node("Transpose", [source], [f"{p}_{kind}_t"], perm=[0, 2, 3, 1]),
-                helper.make_node("Reshape", [f"{p}_{kind}_t", f"{p}_{kind}_shape"], [f"{kind}_{stride}"]),
-            ]
-    outputs = [
-        helper.make_tensor_value_info(f"{kind}_{s}", TensorProto.FLOAT, [f"n{s}", width])
-        for kind, width in (("score", 1), ("bbox", 4), ("kps", 10))
-        for s in (8, 16, 32)
-    ]
-    inputs = [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "height", "width"])]
-    _save(nodes, inputs, outputs, inits, path)
-
-
-def write_tiny_arcface(path, dim: int = 512, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    projection = (rng.standard_normal((3 * 14 * 14, dim)) / np.sqrt(3 * 14 * 14)).astype(np.float32)
-    # Node names must not start with "Sub"/"Mul": ArcFaceONNX would take it for an mxnet
-    # export with built-in normalisation and skip its (x - 127.5) / 127.5.
-    nodes = [
-        helper.make_node("AveragePool", ["input.1"], ["pooled"], name="pool", kernel_shape=[8, 8], strides=[8, 8]),
-        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten", axis=1),
-        helper.make_node("MatMul", ["flat", "projection"], ["embedding"], name="project"),
-    ]
-    inputs = [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])]
-    outputs = [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", dim])]
-    _save(nodes, inputs, outputs, [_const("projection", projection)], path)
+# A real buffalo_l pack is not available offline: tests/support/tiny_insightface.py writes tiny ONNX
+# files that insightface's model_zoo routes as an SCRFD detector (firing on red stride-32 cells,
+# only while the detector input is at most `max_det_width` wide) and an ArcFace recognizer.
 
 
 @pytest.fixture(scope="module")
@@ -389,11 +295,7 @@ def tiny_pack(tmp_path_factory):
     def make(max_det_width: int):
         if max_det_width not in made:
             root = tmp_path_factory.mktemp(f"insightface_{max_det_width}")
-            pack = root / "models" / "buffalo_l"
-            pack.mkdir(parents=True)
-            write_tiny_scrfd(pack / "det_tiny.onnx", max_det_width)
-            write_tiny_arcface(pack / "w600k_tiny.onnx")
-            made[max_det_width] = root
+            made[max_det_width] = write_pack(root, max_det_width=max_det_width)
         return made[max_det_width]
 
     return make

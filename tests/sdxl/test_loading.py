@@ -1,14 +1,13 @@
 """models.py: the tiny twin, and the real loading code run offline against a fake hub cache.
 
-The fake cache is laid out as huggingface_hub lays it out (models--org--name/refs/main,
-snapshots/<commit>/...) under the real repo ids and file names, filled with tiny weights in the real
-formats, and read with HF_HUB_OFFLINE=1: load_pipeline runs exactly as it would on Colab.
+The fake cache (tests/support/hub_cache.py) is laid out as huggingface_hub lays it out
+(models--org--name/refs/main, snapshots/<commit>/...) under the real repo ids and file names, filled
+with tiny weights in the real formats, and read with HF_HUB_OFFLINE=1: load_pipeline runs exactly
+as it would on Colab.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +25,10 @@ from diffusers.models.attention_processor import (
     IPAdapterAttnProcessor2_0,
 )
 from PIL import Image
-from safetensors.torch import load_file, save_file
-from transformers import CLIPConfig, CLIPModel
+from support.hub_cache import build_hub_cache
 
-from fastface_lite.method import checkpoints
 from fastface_lite.method.checkpoints import ADAPTERS, CHECKPOINTS
-from fastface_lite.sdxl import loading, tiny
+from fastface_lite.sdxl import tiny
 from fastface_lite.sdxl.adapter import adapter_info
 from fastface_lite.sdxl.loading import load_pipeline, model_timesteps
 from fastface_lite.sdxl.pipeline import FastFacePipeline
@@ -275,136 +272,11 @@ def test_load_pipeline_validates_arguments(kwargs, words):
 # ----------------------------------------------------------------------------------------------
 
 
-def snapshot(cache, repo_id):
-    """huggingface_hub's cache layout: models--org--name/{refs/main, snapshots/<commit>/}."""
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    root = cache / f"models--{repo_id.replace('/', '--')}"
-    (root / "refs").mkdir(parents=True, exist_ok=True)
-    (root / "refs" / "main").write_text(commit)
-    folder = root / "snapshots" / commit
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def write_tokenizer(folder, pad_token):
-    """The files SDXL base ships per tokenizer: vocab.json, merges.txt, tokenizer_config.json."""
-    tokens, merges = clip_vocab_and_merges()
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.iterdir():  # drop what save_pretrained wrote; keep the hub's file set
-        stale.unlink()
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": pad_token}
-    (folder / "special_tokens_map.json").write_text(json.dumps(special))
-    config = {
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": 77,
-        "do_lower_case": True,
-        "add_prefix_space": False,
-        "errors": "replace",
-        **special,
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-
-
-def attention_projections(unet):
-    """Module names of q/k/v/out of every attention layer, e.g. `...attn1.to_q`."""
-    for name in unet.attn_processors:
-        base = name.removesuffix(".processor")
-        for proj in ("to_q", "to_k", "to_v", "to_out.0"):
-            yield f"{base}.{proj}"
-
-
-def kohya_lora(unet, rank, alpha, seed):
-    """A LoRA on every attention's q/k/v/out, kohya-style keys with diffusers module names
-    (`lora_unet_down_blocks_1_..._attn1_to_q.lora_down.weight`, `.alpha`)."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for module in attention_projections(unet):
-        layer, key = unet.get_submodule(module), "lora_unet_" + module.replace(".", "_")
-        sd[f"{key}.lora_down.weight"] = torch.randn(rank, layer.in_features, generator=g) * 0.1
-        sd[f"{key}.lora_up.weight"] = torch.randn(layer.out_features, rank, generator=g) * 0.1
-        sd[f"{key}.alpha"] = torch.tensor(float(alpha))
-    return sd
-
-
-def peft_lora(unet, rank, seed):
-    """A LoRA in diffusers' peft format (`unet.<module>.lora_A.weight`)."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for module in attention_projections(unet):
-        layer = unet.get_submodule(module)
-        sd[f"unet.{module}.lora_A.weight"] = torch.randn(rank, layer.in_features, generator=g) * 0.1
-        sd[f"unet.{module}.lora_B.weight"] = torch.randn(layer.out_features, rank, generator=g) * 0.1
-    return sd
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    """A hub cache with every repo load_pipeline reads, under the real ids and file names."""
-    cache = tmp_path_factory.mktemp("hf_hub")
-    parts = tiny_components(seed=11, model="base")
-    unet = parts["unet"]
-    base_unet = state(unet)
-
-    base = snapshot(cache, checkpoints.SDXL_BASE)
-    sdxl = StableDiffusionXLPipeline(**parts)
-    sdxl.save_pretrained(base)
-    sdxl.to(torch.float16).save_pretrained(base, variant="fp16")
-    sdxl.to(torch.float32)  # (fp16-rounded from here on: only its layout is used below)
-    # mark the fp16 unet file so a test can tell which file was read
-    fp16_file = base / "unet" / "diffusion_pytorch_model.fp16.safetensors"
-    fp16 = load_file(fp16_file)
-    fp16["conv_in.bias"] = fp16["conv_in.bias"] + 1
-    save_file(fp16, fp16_file)
-    write_tokenizer(base / "tokenizer", EOS)
-    write_tokenizer(base / "tokenizer_2", "!")
-
-    hyper = kohya_lora(unet, rank=4, alpha=2, seed=1)
-    save_file(hyper, snapshot(cache, "ByteDance/Hyper-SD") / "Hyper-SDXL-4steps-lora.safetensors")
-    lightning = {k: v.contiguous() for k, v in tiny_components(seed=12)["unet"].state_dict().items()}
-    save_file(lightning, snapshot(cache, "ByteDance/SDXL-Lightning") / "sdxl_lightning_4step_unet.safetensors")
-    lcm = peft_lora(unet, rank=4, seed=2)
-    save_file(lcm, snapshot(cache, "latent-consistency/lcm-lora-sdxl") / "pytorch_lora_weights.safetensors")
-
-    turbo = snapshot(cache, "stabilityai/sdxl-turbo")
-    # its config says 256 px (the real one says 512): load_pipeline must take the size from the preset
-    turbo_unet = tiny_components(seed=13, model="turbo")["unet"]
-    turbo_unet.save_pretrained(turbo / "unet")
-    EulerAncestralDiscreteScheduler.from_config(
-        loading.SDXL_SCHEDULER_CONFIG, timestep_spacing="trailing"
-    ).save_pretrained(turbo / "scheduler")
-
-    faceid = snapshot(cache, checkpoints.FACEID_REPO)
-    for adapter in ADAPTERS:
-        write_faceid_adapter(unet, adapter, seed=5, folder=faceid)
-
-    # the fp16-safe VAE: one diffusers folder at the repo root whose config keeps decoding in fp16
-    # (marked: a conv bias + 1 tells its weights from SDXL base's VAE)
-    fp16_fix = tiny_components(seed=11, model="base")["vae"]
-    fp16_fix.register_to_config(force_upcast=False)
-    with torch.no_grad():
-        fp16_fix.post_quant_conv.bias.add_(1.0)
-    fp16_fix.save_pretrained(snapshot(cache, checkpoints.VAE_FP16_FIX))
-    preview = tiny.tiny_preview_decoder(seed=3)
-    preview.save_pretrained(snapshot(cache, checkpoints.PREVIEW_DECODER))
-
-    vision = tiny_components(with_image_encoder=True)["image_encoder"].config.to_dict()
-    text = parts["text_encoder"].config.to_dict()
-    # the laion repo holds a whole CLIP model; load_pipeline takes its vision tower
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=TINY.clip_hidden)).save_pretrained(
-        snapshot(cache, checkpoints.CLIP_VIT_H)
-    )
-    return {
-        "cache": cache,
-        "base_unet": base_unet,
-        "hyper": hyper,
-        "lightning": lightning,
-        "turbo_unet": state(turbo_unet),
-        "fp16_conv_in_bias": fp16["conv_in.bias"],
-        "fp16_fix_vae": state(fp16_fix),
-        "preview_decoder": state(preview),
-    }
+    """A hub cache with every repo full mode reads, under the real ids and file names
+    (tests/support/hub_cache.py; `make test-full` fills the same cache for the notebooks)."""
+    return build_hub_cache(tmp_path_factory.mktemp("hf_hub"))
 
 
 @pytest.fixture
