@@ -4,6 +4,14 @@
 seeds Python, NumPy and torch, turns progress bars and library chatter off, rounds printed
 floats, and returns a `Workbook` that knows the mode (tiny offline / full on a GPU), the device,
 the dtype, and where figures go (`figures_folder`).
+
+Environment variables it reads (besides FASTFACE_MODE, see `fastface_lite.sdxl.mode`):
+
+* ``FASTFACE_ALLOW_CPU_FULL=1``: full mode on a machine without a usable GPU runs on the CPU in
+  float32 instead of being refused (hours per image with real SDXL weights; minutes of testing
+  with the tiny hub cache of ``make test-full``).
+* ``FASTFACE_SIZE=<px>``: the image side `Workbook.pipeline()` sets as the pipeline's default (a
+  multiple of 64), instead of the checkpoint's (1024 px; Turbo 512) or tiny mode's quarter of it.
 """
 
 from __future__ import annotations
@@ -19,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastface_lite.errors import ConfigError
 from fastface_lite.sdxl.mode import run_mode
+from fastface_lite.workbook.gpu_plan import GpuPlan, gpu_plan
 
 GITHUB_REPO = "fastface-lite/fastface_lite"  # the badges and the Colab install cell point here
 COLAB_URL = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}"
-# Below this much GPU memory (a 16 GB T4 reports ~15 GiB) modules wait on the CPU until used.
-# Measured (bench/results/h200_full_size_memory.md): a 1024 px image peaks at 14.75 GiB with
-# everything on the GPU (9.2 GiB of fp16 weights + the VAE decoding in float32), 9.9 GiB with
-# model CPU offload. VAE slicing/tiling change nothing at 1024 px (tiling starts above 1024).
-SMALL_GPU_GIB = 20
+# Which VAE and whether to offload on a GPU of a given size: workbook/gpu_plan.py (measured peaks).
+ALLOW_CPU_FULL_ENV = "FASTFACE_ALLOW_CPU_FULL"
+SIZE_ENV = "FASTFACE_SIZE"
 # Where notebooks save their figures. `notebooks/build.py` points it at the tracked `figures/` when it
 # rebuilds the notebooks; any other run writes under the git-ignored `runs/figures/`, because PNGs
 # rendered on another CPU differ in a few pixels and would show up as changed files.
@@ -67,6 +75,8 @@ class Workbook:
     seed: int
     figures: Path  # where save() writes: see figures_folder()
     on_colab: bool
+    gpu: GpuPlan | None = None  # full mode on CUDA: VAE and offload (see gpu_plan); None elsewhere
+    size: int | None = None  # image side from $FASTFACE_SIZE; None: the checkpoint's (tiny: a quarter)
 
     @property
     def tiny(self) -> bool:
@@ -74,9 +84,16 @@ class Workbook:
 
     def describe(self) -> str:
         weights = "random tiny weights, offline" if self.tiny else "real weights from the hub"
-        return (
+        text = (
             f"mode {self.mode} ({weights}) on {self.device}, {str(self.dtype).replace('torch.', '')}, seed {self.seed}"
         )
+        if not self.tiny and self.device == "cpu":
+            text += f"\nfull mode on the CPU ({ALLOW_CPU_FULL_ENV}=1): slow with real weights"
+        if self.gpu is not None:
+            text += f"\nGPU {self.gpu.gpu_gib:.1f} GiB: {self.gpu.reason}"
+        if self.size is not None:
+            text += f"\nimage side {self.size} px ({SIZE_ENV})"
+        return text
 
     def generator(self, seed: int | None = None) -> torch.Generator:
         """A CPU generator (diffusers draws the initial noise on CPU, so images match across devices)."""
@@ -91,9 +108,11 @@ class Workbook:
     ):
         """The FastFace pipeline for this mode: the tiny offline twin, or real weights on the GPU.
 
-        Full mode on a small GPU (T4) turns on model CPU offload: only the module at work sits on
-        the GPU, which keeps a 1024 px image under 10 GiB at the cost of weight transfers.
-        `cache_dir`: the Hugging Face cache for full mode (e.g. a Drive folder on Colab).
+        Full mode on a GPU follows `self.gpu` (:func:`~fastface_lite.workbook.gpu_plan.gpu_plan`):
+        on a 15 GiB T4 the fp16-fix VAE keeps the decode in float16 so everything stays on the GPU;
+        only smaller GPUs get model CPU offload (the module at work on the GPU, the rest waiting on
+        the CPU: lowest peak, about 3x slower). `self.size` ($FASTFACE_SIZE) replaces the default
+        image side. `cache_dir`: the Hugging Face cache for full mode (e.g. a Drive folder on Colab).
         """
         from fastface_lite.sdxl.loading import load_pipeline
         from fastface_lite.sdxl.tiny import tiny_pipeline
@@ -101,11 +120,14 @@ class Workbook:
         if self.tiny:
             pipe = tiny_pipeline(adapter=adapter, seed=self.seed, model=model)
         else:
+            vae = self.gpu.vae if self.gpu is not None else "sdxl"
             pipe = load_pipeline(
-                model, steps=steps, adapter=adapter, device=self.device, dtype=self.dtype, cache_dir=cache_dir
+                model, steps=steps, adapter=adapter, device=self.device, dtype=self.dtype, cache_dir=cache_dir, vae=vae
             )
-            if self.device == "cuda" and _gpu_gib() < SMALL_GPU_GIB:
+            if self.gpu is not None and self.gpu.offload:
                 pipe.enable_model_cpu_offload()
+        if self.size is not None:
+            pipe.default_sample_size = self.size // pipe.vae_scale_factor
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -131,6 +153,26 @@ def _gpu_gib() -> float:
     return torch.cuda.get_device_properties(0).total_memory / 2**30
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def image_size_override() -> int | None:
+    """``$FASTFACE_SIZE`` as an image side in pixels (a positive multiple of 64), or None when unset."""
+    raw = os.environ.get(SIZE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size <= 0 or size % 64:
+        raise ConfigError(
+            f"{SIZE_ENV}={raw!r} is not an image side; give a positive multiple of 64 (e.g. 256, 1024) or unset it"
+        )
+    return size
+
+
 def quiet_libraries() -> None:
     """Progress bars and info logging off: they vary run to run and would break stored outputs."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -152,15 +194,18 @@ def setup(seed: int = 0, mode: str | None = None) -> Workbook:
     """Prepare a notebook: pick the mode, quiet the libraries, seed everything, round printing.
 
     mode: "tiny" or "full"; default FASTFACE_MODE, else full when a GPU is present, else tiny.
+    Full mode without a GPU is refused unless FASTFACE_ALLOW_CPU_FULL=1 (then CPU, float32).
     """
     if mode is not None:
         os.environ["FASTFACE_MODE"] = mode
     mode = run_mode()
+    size = image_size_override()
     device = "cuda" if mode == "full" and torch.cuda.is_available() else "cpu"
-    if mode == "full" and device == "cpu":
+    if mode == "full" and device == "cpu" and not _flag(ALLOW_CPU_FULL_ENV):
         raise RuntimeError(
             "full mode needs a GPU (Colab: Runtime > Change runtime type > T4 GPU); "
-            "use mode='tiny' to run offline on the CPU"
+            f"use mode='tiny' to run offline on the CPU, or set {ALLOW_CPU_FULL_ENV}=1 to run full mode "
+            "on the CPU in float32 (very slow with real weights)"
         )
     quiet_libraries()
     if mode == "tiny":
@@ -187,4 +232,6 @@ def setup(seed: int = 0, mode: str | None = None) -> Workbook:
         seed=seed,
         figures=figures_folder(),
         on_colab="google.colab" in sys.modules,
+        gpu=gpu_plan(_gpu_gib()) if device == "cuda" else None,
+        size=size,
     )

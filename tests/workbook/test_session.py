@@ -93,3 +93,39 @@ def test_identity_inputs_use_the_tiny_adapters_face_model(tiny_plus):
     negative, positive = inputs.call_kwargs()["ip_adapter_image_embeds"][0].chunk(2)
     assert positive.shape[-1] == adapter_id_dim(tiny_plus) == 128  # dlib's descriptor size
     assert torch.count_nonzero(negative) == 0 and torch.count_nonzero(positive) > 0
+
+
+def test_full_mode_on_the_cpu_is_an_explicit_opt_in(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("FASTFACE_MODE", "tiny")
+    monkeypatch.setenv("FASTFACE_ALLOW_CPU_FULL", "0")
+    with pytest.raises(RuntimeError, match="FASTFACE_ALLOW_CPU_FULL=1"):
+        setup(mode="full")
+    monkeypatch.setenv("FASTFACE_ALLOW_CPU_FULL", "1")
+    threads = torch.get_num_threads()
+    wb = setup(mode="full")
+    assert (wb.mode, wb.device, wb.dtype, wb.tiny, wb.gpu) == ("full", "cpu", torch.float32, False, None)
+    assert torch.get_num_threads() == threads  # one thread is tiny mode's choice only
+    assert "FASTFACE_ALLOW_CPU_FULL=1" in wb.describe()
+
+
+def test_size_override_is_checked_and_reaches_the_pipeline(monkeypatch, restore_threads):
+    monkeypatch.setenv("FASTFACE_MODE", "tiny")
+    monkeypatch.setenv("FASTFACE_SIZE", "128")
+    wb = setup(seed=0)
+    assert wb.size == 128 and wb.describe().endswith("image side 128 px (FASTFACE_SIZE)")
+    pipe = wb.pipeline(adapter=None)
+    assert pipe.default_sample_size * pipe.vae_scale_factor == 128
+    for bad in ("100", "-64", "big", "0"):
+        monkeypatch.setenv("FASTFACE_SIZE", bad)
+        with pytest.raises(ValueError, match=f"FASTFACE_SIZE='{bad}'.*multiple of 64"):
+            setup(seed=0)
+
+
+def test_describe_says_which_gpu_plan_was_chosen():
+    from fastface_lite.workbook.gpu_plan import gpu_plan
+
+    wb = Workbook(
+        mode="full", device="cuda", dtype=torch.float16, seed=0, figures=repo_root(), on_colab=True, gpu=gpu_plan(14.75)
+    )
+    assert wb.describe().splitlines()[1].startswith("GPU 14.8 GiB: fp16-fix VAE, all on the GPU")
