@@ -8,7 +8,7 @@ export FASTFACE_MODE ?= tiny
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo lint test test-any-cpu colab-check notebooks lab bench clean chromium browser-test
+.PHONY: setup demo lint test test-any-cpu test-full colab-check notebooks lab bench clean chromium browser-test
 
 # pip -q still prints warnings. Where pip's own config lists local index folders (this machine's
 # does), it warns "Location 'file:...' is ignored" for every package they lack: nothing a user of
@@ -54,6 +54,22 @@ test: setup lint chromium
 # As long as the unit tests (about 3 min), so CI runs it (.ci/run) and `make test` does not.
 test-any-cpu: setup
 	MKL_CBWR=COMPATIBLE $(PY) -m pytest -q tests
+
+# Full mode on the CPU, offline: a hub cache of tiny random weights under the real repo ids (and a
+# tiny insightface buffalo_l pack) is built in .cache/hub-tiny (tests/support/hub_cache.py), then every
+# notebook runs in full mode against it (plain execution, outputs not compared) and a small
+# `fastface eval` + `fastface metrics` (tests/support/full_mode.py). Images at 256 px (FASTFACE_SIZE);
+# one torch thread per process (two notebooks run side by side; with two threads each, a loaded
+# 2-core machine slows down many times over).
+TINY_HUB := $(CURDIR)/.cache/hub-tiny
+FULL_ENV := FASTFACE_MODE=full FASTFACE_ALLOW_CPU_FULL=1 FASTFACE_SIZE=256 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \
+	HF_HUB_CACHE=$(TINY_HUB)/hub FASTFACE_INSIGHTFACE_ROOT=$(TINY_HUB)/insightface \
+	PYTHONPATH=$(CURDIR):$(CURDIR)/tests
+
+test-full: setup
+	rm -rf $(TINY_HUB)
+	PYTHONPATH=$(CURDIR):$(CURDIR)/tests $(PY) -m support.hub_cache --out $(TINY_HUB)
+	$(FULL_ENV) $(PY) -m support.full_mode
 
 # Rebuild the notebooks from their jupytext-paired sources notebooks/src/*.py (notebooks/jupytext.toml):
 # badge and Colab set-up cell in front, run with nbclient in tiny mode, outputs stored (commit both).

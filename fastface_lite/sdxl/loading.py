@@ -130,11 +130,24 @@ def _load_unet(checkpoint: Checkpoint, steps: int, dtype, variant, hub: dict) ->
 def _fuse_lora(pipe: FastFacePipeline, checkpoint: Checkpoint, steps: int, hub: dict) -> None:
     """Fuse the distillation LoRA into the UNet at 1.0, then drop the adapter, so only the FaceID
     LoRA (`faceid_0`) is a live peft adapter afterwards."""
-    pipe.load_lora_weights(
-        checkpoint.repo, weight_name=checkpoint.weight_name(steps), adapter_name=checkpoint.name, **hub
-    )
+    with quiet_diffusers():  # UNet-only LoRAs: diffusers' "no text encoder LoRA keys" notes are expected
+        pipe.load_lora_weights(
+            checkpoint.repo, weight_name=checkpoint.weight_name(steps), adapter_name=checkpoint.name, **hub
+        )
     pipe.fuse_lora(lora_scale=1.0, adapter_names=[checkpoint.name])
     pipe.unload_lora_weights()
+
+
+class ClipVisionTower(CLIPVisionModelWithProjection):
+    """CLIP's vision tower (with projection) read from a whole CLIP checkpoint.
+
+    The repo FaceID Plus v2 reads crops with (``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``) holds the
+    text tower too; those weights are unused here by design, so transformers is told not to list
+    them as unexpected keys (a table of every text layer otherwise printed on each load). Missing or
+    mismatched vision weights are still reported.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^text_model\.", r"^text_projection\.", r"^logit_scale$"]
 
 
 def _load_scheduler(checkpoint: Checkpoint, base_config: dict, hub: dict):
@@ -203,10 +216,13 @@ def _load(checkpoint, steps, adapter, device, dtype, hub, vae_repo, preview_deco
     pipe.default_sample_size = checkpoint.default_size // pipe.vae_scale_factor
 
     if adapter == "faceid-plusv2":
-        encoder = CLIPVisionModelWithProjection.from_pretrained(CLIP_VIT_H, dtype=dtype, **hub).to(device).eval()
+        encoder = ClipVisionTower.from_pretrained(CLIP_VIT_H, dtype=dtype, **hub).to(device).eval()
         pipe.register_modules(image_encoder=encoder, feature_extractor=clip_image_processor(encoder.config.image_size))
     if adapter is not None:
-        load_faceid(pipe, adapter, FACEID_REPO, **hub)
+        # as in tiny_pipeline: the FaceID LoRA holds UNet keys only, and diffusers re-casts the UNet
+        # to its own dtype; the notes it logs on both are expected
+        with quiet_diffusers():
+            load_faceid(pipe, adapter, FACEID_REPO, **hub)
     if preview_decoder:
         decoder = AutoencoderTiny.from_pretrained(PREVIEW_DECODER, torch_dtype=dtype, **hub)
         pipe.preview_decoder = decoder.to(device).eval()

@@ -80,8 +80,8 @@ spec = EvalSpec(
     variants=("baseline", "fastface-am2"),
     models=("hyper",),
     mode=wb.mode,
-    size=64 if wb.tiny else None,
-)  # tiny: 64 px noise images are enough to run everything
+    size=64 if wb.tiny else wb.size,
+)  # tiny: 64 px noise images are enough to run everything; full: the model's size unless FASTFACE_SIZE
 items = build_items(RunSettings.from_spec(spec))
 pd.DataFrame(
     [(i.variant, i.identity, i.prompt_set, i.prompt, i.seed) for i in items],

@@ -227,6 +227,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="folder to fill (hub/ and insightface/ inside)")
     args = parser.parse_args(argv)
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):  # save_pretrained's bars and notices
+        library.set_verbosity_error()
+        library.disable_progress_bar()
     start = time.perf_counter()
     build(args.out)
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 2**20

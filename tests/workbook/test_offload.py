@@ -79,3 +79,37 @@ def test_decoupled_attention_computes_where_the_attention_rests(resting_elsewher
     result = decoupled_attention(attn, hidden, text, ids)
     assert result.output.device == META and result.output.shape == (1, 16, attn.to_q.out_features)
     assert result.id_probs.shape == (1, attn.heads, 16, 4)
+
+
+def test_a_traced_fastface_run_under_model_cpu_offload_hooks(tiny_plus):
+    """accelerate's offload hooks for real (with the CPU as the execution device, the only one
+    here): the ID inputs, the FastFace loop, the recorder and the anatomy helpers all run through
+    them and give what the same pipeline gives without hooks. Moving weights to a GPU and back is
+    what this machine cannot show (a CUDA run does)."""
+    pipe = ff.tiny_pipeline(adapter="faceid-plusv2", seed=0)
+    pipe.enable_model_cpu_offload(device="cpu")
+    assert hasattr(pipe.unet, "_hf_hook") and pipe._execution_device.type == "cpu"
+    cfg = ff.FastFaceConfig.preset("fastface-am2")
+
+    def run(p):
+        inputs = random_id_inputs(p)
+        with ff.trace(p) as recorded:
+            out = p(
+                prompt="a photo of a person",
+                fastface=cfg,
+                height=64,
+                width=64,
+                generator=torch.Generator().manual_seed(0),
+                output_type="np",
+                **inputs.call_kwargs(),
+            )
+        return out, recorded, id_token_parts(p, inputs).tokens
+
+    hooked, plain = run(pipe), run(tiny_plus)
+    # same weights, same device, same kernels: only the hooks differ
+    torch.testing.assert_close(torch.from_numpy(hooked[0].images), torch.from_numpy(plain[0].images), rtol=0, atol=1e-6)
+    assert hooked[0].unet_evaluations == plain[0].unet_evaluations == 12
+    recorded, reference = hooked[1].store, plain[1].store
+    assert recorded.blocks == reference.blocks and recorded.steps == reference.steps == [0, 1, 2, 3]
+    assert recorded.rows("id") == reference.rows("id") > 0 and recorded.nbytes == reference.nbytes
+    torch.testing.assert_close(hooked[2], plain[2], rtol=0, atol=1e-6)
