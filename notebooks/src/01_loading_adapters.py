@@ -27,8 +27,8 @@
 # **Runtime.** About 30 s in tiny mode on a 2-core CPU. Full mode: the first run downloads the
 # weights (over 10 GB: several minutes on Colab), then the notebook generates a dozen 4-step
 # images; at SDXL's size one takes 0.6-1.0 s of UNet time on an H200 (README's benchmark). No T4
-# was measured; with model CPU offload (on by default under 20 GiB) expect tens of seconds per
-# image there, a few minutes for the notebook after the download.
+# was measured; expect seconds to tens of seconds per image there (`wb.describe()` below says
+# whether model CPU offload, about 3x slower, is on), a few minutes for the notebook after the download.
 
 # %%
 import fastface_lite as ff
@@ -153,10 +153,13 @@ print(
 # **GPU memory (full mode).** Measured on full-size shapes in fp16 at 1024 px (`bench/full_size.py`):
 # the weights of SDXL + Plus v2 (UNet with the adapter, both text encoders, ViT-H, VAE) take
 # 9.2 GiB; the denoising steps peak at about 10.3 GiB, and decoding at 14.75 GiB, because SDXL's VAE
-# decodes in float32. A Colab T4 has about 15 GiB, too tight for that, so on GPUs under 20 GiB
-# `wb.pipeline()` turns on `pipe.enable_model_cpu_offload()`: each module sits on the GPU only
-# while it runs (peak 9.9 GiB, a few seconds more per image). VAE slicing and tiling do not help a
-# single 1024 px image (tiling starts above the VAE's 1024 px sample size).
+# decodes in float32. A Colab T4 has about 15 GiB, too tight for that, so there `wb.pipeline()`
+# loads the fp16-fix VAE (`madebyollin/sdxl-vae-fp16-fix`), which decodes in float16 (about 12 GiB,
+# estimated from the numbers above) and keeps everything on the GPU; only a GPU too small even for
+# that gets `pipe.enable_model_cpu_offload()`: each module sits on the GPU only while it runs (peak
+# 9.9 GiB, about 3x slower). `wb.describe()` printed which was chosen and why
+# (`fastface_lite/workbook/gpu_plan.py`). VAE slicing and tiling do not help a single 1024 px image
+# (tiling starts above the VAE's 1024 px sample size).
 #
 # ## IP-Adapter FaceID and FaceID Plus v2
 #
