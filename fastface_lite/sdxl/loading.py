@@ -110,7 +110,7 @@ def _load_unet(checkpoint: Checkpoint, steps: int, dtype, variant, hub: dict) ->
     """The replacement UNet of "unet_file" / "unet_folder" presets (None for the others)."""
     if checkpoint.how == "unet_folder":
         return UNet2DConditionModel.from_pretrained(
-            checkpoint.repo, subfolder="unet", torch_dtype=dtype, variant=variant, **hub
+            checkpoint.repo, subfolder="unet", dtype=dtype, variant=variant, **hub
         )
     if checkpoint.how == "unet_file":
         from accelerate import init_empty_weights
@@ -206,8 +206,8 @@ def _load(checkpoint, steps, adapter, device, dtype, hub, vae_repo, preview_deco
     unet = _load_unet(checkpoint, steps, dtype, variant, hub)
     components = {"unet": unet} if unet is not None else {}
     if vae_repo is not None:  # no fp16 variant files there: the one file, cast on load
-        components["vae"] = AutoencoderKL.from_pretrained(vae_repo, torch_dtype=dtype, **hub)
-    pipe = FastFacePipeline.from_pretrained(SDXL_BASE, torch_dtype=dtype, variant=variant, **components, **hub)
+        components["vae"] = AutoencoderKL.from_pretrained(vae_repo, dtype=dtype, **hub)
+    pipe = FastFacePipeline.from_pretrained(SDXL_BASE, dtype=dtype, variant=variant, **components, **hub)
     pipe.to(device)  # before fusing: the LoRA math then runs on the accelerator
     pipe.scheduler = _load_scheduler(checkpoint, pipe.scheduler.config, hub)
     if checkpoint.how == "lora":
@@ -224,6 +224,6 @@ def _load(checkpoint, steps, adapter, device, dtype, hub, vae_repo, preview_deco
         with quiet_diffusers():
             load_faceid(pipe, adapter, FACEID_REPO, **hub)
     if preview_decoder:
-        decoder = AutoencoderTiny.from_pretrained(PREVIEW_DECODER, torch_dtype=dtype, **hub)
+        decoder = AutoencoderTiny.from_pretrained(PREVIEW_DECODER, dtype=dtype, **hub)
         pipe.preview_decoder = decoder.to(device).eval()
     return pipe.to(device)
