@@ -4,6 +4,7 @@ every kind of bad input. Offline, CPU."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -378,3 +379,28 @@ def test_insightface_face_fields_and_embedding(tiny_pack):
     expected = session.run(None, {"input.1": blob})[0][0]
     np.testing.assert_allclose(face.raw_embedding, expected, rtol=1e-4, atol=1e-5)
     assert face.embedding.shape == (512,)
+
+
+def test_insightface_root_comes_from_the_environment(tiny_pack, monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTFACE_INSIGHTFACE_ROOT", str(tiny_pack(640)))
+    assert FaceAnalyzer("auto").backend == "insightface"  # no root given: the variable's
+    assert FaceAnalyzer("auto", root=str(tmp_path)).backend == "dlib"  # an explicit root wins
+    monkeypatch.delenv("FASTFACE_INSIGHTFACE_ROOT")
+    from fastface_lite.faces.analyzer import insightface_root
+
+    assert insightface_root() == Path("~/.insightface").expanduser()
+
+
+def test_fixed_trigger_pack_finds_one_face_in_any_image(tmp_path, photos):
+    """The pack `make test-full` runs on: one face in every photo (whatever its aspect) and in noise,
+    so full mode's conditioning and scoring run end to end on tiny weights."""
+    root = write_pack(tmp_path, dim=128, trigger="fixed", box_half=3.0)
+    analyzer = FaceAnalyzer("insightface", root=str(root))
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    wide = np.full((300, 700, 3), 90, np.uint8)
+    for image in (photos["astronaut"], noise, wide, wide.transpose(1, 0, 2).copy()):
+        (face,) = analyzer.analyze(image)
+        height, width = load_rgb(image).shape[:2]
+        assert face.embedding.shape == (128,) and face.det_size == 640
+        assert (0 <= face.kps[:, 0]).all() and (face.kps[:, 0] < width).all()
+        assert (0 <= face.kps[:, 1]).all() and (face.kps[:, 1] < height).all()
