@@ -76,12 +76,13 @@ def sweep_runtime_note(seeds: int = 2) -> str:
     low, high = T4_SLOWDOWN
     return (
         f"Full mode, {seeds} seed(s) at 1024 px: one move takes about {h200.low:.1f} s on an H200 "
-        f"(bench/results/h200_sweep_sdxl.md) and an estimated {t4.low:.0f}-{t4.high:.0f} s on a T4; the "
-        f"first move also makes the baseline images: {first_h200.low:.1f} s on an H200, "
-        f"{first_t4.low:.0f}-{first_t4.high:.0f} s on a T4. The T4 figures are not measured: they take the "
-        f"H200's times {low:.0f}-{high:.0f}x (a T4 runs fp16 SDXL roughly that much slower) plus the weight "
-        f"transfers of CPU offload measured on the H200 ({H200_SECONDS['offload_overhead_per_image']:.1f} s per "
-        "image, bench/results/h200_full_size_memory.md)."
+        "(measured without identity scores, "
+        f"bench/results/h200_sweep_sdxl.md) and an estimated {t4.low:.0f}-{t4.high:.0f} s on a T4. The first "
+        f"move also makes the baseline images: about {first_h200.low:.1f} s on an H200 and {first_t4.low:.0f}-"
+        f"{first_t4.high:.0f} s on a T4 (derived from the per-image times in "
+        "bench/results/h200_full_size_memory.md). The T4 figures are estimates, not measurements: the H200's "
+        f"times {low:.0f}-{high:.0f}x (a T4 runs fp16 SDXL roughly that much slower) plus the weight transfers "
+        f"of CPU offload measured on the H200 ({H200_SECONDS['offload_overhead_per_image']:.1f} s per image)."
     )
 
 
