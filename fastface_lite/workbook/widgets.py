@@ -28,7 +28,7 @@ from fastface_lite.method.checks import number
 from fastface_lite.method.config import VARIANTS, FastFaceConfig
 from fastface_lite.method.dcg_config import GuidanceConfig
 from fastface_lite.method.schedules import SCHEDULE_SHAPES, WeightSchedule
-from fastface_lite.workbook.runtimes import regenerate_on_release, sweep_runtime_note
+from fastface_lite.workbook.runtimes import regenerate_on_release, sweep_runtime_brief
 
 NUM_STEPS = 4  # the presets' step count; the sweep keeps it fixed
 WEIGHT_RANGE = dict(min=0.0, max=5.0, step=0.1)
@@ -287,6 +287,8 @@ class SweepExplorer:
     @seeds.setter
     def seeds(self, value) -> None:
         self._seeds = _check_seeds(value)
+        if hasattr(self, "_auto_update"):
+            self._describe_runtime()  # the seconds per move scale with the seeds
 
     @property
     def prompt(self) -> str:
@@ -307,12 +309,15 @@ class SweepExplorer:
     @auto_update.setter
     def auto_update(self, value: bool) -> None:
         self._auto_update = bool(value)
+        self._describe_runtime()
+
+    def _describe_runtime(self) -> None:
         how = (
             "regenerates on every release of a control"
             if self._auto_update
-            else "regenerates when you press <b>Generate</b> (a move takes tens of seconds here)"
+            else "regenerates when you press <b>Generate</b>"
         )
-        self.runtime.value = f"This explorer {how}. {html.escape(sweep_runtime_note(len(self.seeds)))}"
+        self.runtime.value = f"This explorer {how}. {html.escape(sweep_runtime_brief(len(self.seeds)))}"
 
     def _set_photo(self, photo, analyzer) -> None:
         from fastface_lite.faces.analyzer import FaceAnalyzer
@@ -625,7 +630,8 @@ class SweepExplorer:
                     self.runtime,
                     self.message,
                     self.summary,
-                    widgets.HBox([self.images, self.plot]),
+                    self.images,  # photo, baseline and guided grid; the plots under it, not beside
+                    self.plot,
                 ]
             )
             self._widget.add_class("ff-sweep")

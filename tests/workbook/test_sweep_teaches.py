@@ -53,15 +53,21 @@ def test_generate_button_decision_refuses_an_unknown_mode():
 
 
 def test_runtime_estimates_come_from_the_bench_numbers():
+    measured = runtimes.H200_SECONDS
     h200, t4 = runtimes.sweep_move_seconds(2)
-    assert h200.measured and h200.low == h200.high == runtimes.H200_SECONDS["sweep_move_2_seeds"]
-    transfers = 2 * runtimes.H200_SECONDS["offload_overhead_per_image"]
+    assert (
+        h200.low
+        == h200.high
+        == pytest.approx(measured["sweep_move_2_seeds_small_vae"] + 2 * measured["full_size_decode"])
+    )
+    transfers = 2 * measured["offload_overhead_per_image"]
     low, high = runtimes.T4_SLOWDOWN
     assert (t4.low, t4.high) == pytest.approx((h200.low * low + transfers, h200.low * high + transfers))
-    assert not t4.measured and "not measured" in str(t4)
+    assert "not measured" in str(t4) and "not measured" not in str(h200)
     first_h200, _ = runtimes.sweep_move_seconds(2, baseline=True)
-    assert first_h200.low == pytest.approx(h200.low + 2 * runtimes.H200_SECONDS["image_baseline"])
-    assert not first_h200.measured  # derived from per-image times, not timed as a move
+    assert first_h200.low == pytest.approx(h200.low + 2 * measured["image_baseline"])
+    one_seed, _ = runtimes.sweep_move_seconds(1)
+    assert one_seed.low == pytest.approx(h200.low / 2)
     note = runtimes.sweep_runtime_note(2)
     assert "bench/results/h200_sweep_sdxl.md" in note and "not measured" in note and f"{h200.low:.1f} s" in note
     with pytest.raises(ff.ConfigError, match="seeds"):
@@ -241,3 +247,10 @@ def test_the_explorer_checks_its_seeds_and_prompt_before_any_work(tiny_plus):
         _explorer(tiny_plus, seeds=(0.5,))
     with pytest.raises(ff.ConfigError, match="prompt"):
         SweepExplorer(tiny_plus, random_id_inputs(tiny_plus), "  ", auto_update=False)
+
+
+def test_the_explorer_states_the_full_mode_seconds_per_move(tiny_plus):
+    explorer = _explorer(tiny_plus, seeds=(0, 1))
+    assert runtimes.sweep_runtime_brief(2) in explorer.runtime.value and "not measured" in explorer.runtime.value
+    explorer.seeds = (0,)
+    assert runtimes.sweep_runtime_brief(1) in explorer.runtime.value
