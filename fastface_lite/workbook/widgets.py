@@ -4,39 +4,43 @@ Both are plain objects that hold ipywidgets controls and show their results in w
 values are ordinary data (HTML text, PNG bytes), so nothing needs a browser to be checked: a test
 sets a control's `.value` and reads `summary.value`, `images.value` or `last`.
 
-    explorer = SweepExplorer(pipe, inputs, "a photo of a person")   # then display(explorer)
+    explorer = SweepExplorer(pipe, inputs, "a photo of a person", photo=photo)   # then display(explorer)
     inspector = AttentionInspector(trace, image)
 """
 
 from __future__ import annotations
 
 import html
+import time
+import traceback
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import ipywidgets as widgets
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from fastface_lite.errors import ConfigError, NothingRecorded
-from fastface_lite.inspect.plots import figure_png
+from fastface_lite.errors import ConfigError, FastFaceError, NothingRecorded
+from fastface_lite.inspect.plots import LABEL_SIZE, figure_png, label_grid, map_row
+from fastface_lite.method.checks import number
 from fastface_lite.method.config import VARIANTS, FastFaceConfig
 from fastface_lite.method.dcg_config import GuidanceConfig
 from fastface_lite.method.schedules import SCHEDULE_SHAPES, WeightSchedule
+from fastface_lite.workbook.runtimes import regenerate_on_release, sweep_runtime_brief
 
 NUM_STEPS = 4  # the presets' step count; the sweep keeps it fixed
 WEIGHT_RANGE = dict(min=0.0, max=5.0, step=0.1)
 
 
-def _slider(description: str, value: float, css_class: str, **limits) -> widgets.FloatSlider:
+def _slider(description: str, value: float, css_class: str, readout: str = ".2f", **limits) -> widgets.FloatSlider:
     # continuous_update=False: one regeneration per release of the handle, not one per pixel
     slider = widgets.FloatSlider(
         value=value,
         description=description,
         continuous_update=False,
-        readout_format=".2f",
+        readout_format=readout,
         **{**WEIGHT_RANGE, **limits},
     )
     slider.add_class(css_class)
@@ -51,21 +55,36 @@ def _norms(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
 
 
+def _error_html(error: BaseException, prefix: str = "") -> str:
+    """A project error as its one-line message (red); anything else as its full traceback."""
+    if isinstance(error, FastFaceError):
+        return f"<span style='color:#b00'>{html.escape(prefix + str(error))}</span>"
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    return f"<pre style='color:#b00;white-space:pre-wrap'>{html.escape(''.join(lines))}</pre>"
+
+
 # ----------------------------------------------------------------------------------------------
 # Guidance sweep
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SweepResult:
-    """What one regeneration of the sweep produced.
+    """What one move of the sweep (one regeneration) produced.
 
     config: the FastFaceConfig run (norm recording on).
-    images: one PIL image per seed.
-    weights: (a, b) per step, as the schedules gave them.
+    images: one PIL image per seed, guided by ``config``.
+    weights: (a, b) per step: what the pipeline's guidance computed at the timesteps it visited.
     norms: per step, Frobenius norms of the branches and of the two guidance terms (first seed).
     evaluations: UNet evaluations of the first seed's image (norm recording evaluates all branches).
-    planned: UNet evaluations the same config needs without norm recording.
+    planned: UNet evaluations per image the same config needs without norm recording.
     latents: the final latents per seed, (1, 4, h, w) each (to decode again with the other decoder).
-    preview: whether ``images`` came from the preview decoder (else the full VAE).
+    preview: whether the images came from the preview decoder (else the full VAE).
+    baseline: one PIL image per seed with FastFace off (the ``baseline`` variant), same seeds.
+    identity: per guided image, its `IdentityScore` against the identity photo (None: no photo given).
+    baseline_identity: the same for the baseline images.
+    move_evaluations: UNet evaluations this move ran, every image together (the baseline's only
+        when it was computed in this move rather than reused).
+    baseline_reused: whether the baseline images came from the explorer's cache.
+    seconds: wall-clock seconds of the move (generation, decoding, scoring, drawing).
     """
 
     config: FastFaceConfig
@@ -76,23 +95,109 @@ class SweepResult:
     planned: int
     latents: list = ()
     preview: bool = False
+    baseline: list = ()
+    identity: list = ()
+    baseline_identity: list = ()
+    move_evaluations: int = 0
+    baseline_reused: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class _Baseline:
+    """The baseline images of one (prompt, seeds, ID inputs): computed once, decoded per decoder."""
+
+    prompt: str
+    seeds: tuple
+    id_inputs: object
+    latents: list
+    evaluations: int
+    decoded: dict = field(default_factory=dict)  # preview flag -> (images, identity scores)
+
+    def matches(self, prompt: str, seeds: tuple, id_inputs) -> bool:
+        return self.prompt == prompt and self.seeds == seeds and self.id_inputs is id_inputs
+
+
+def _check_seeds(seeds) -> tuple[int, ...]:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, range)):
+        raise ConfigError(f"seeds must be a list of whole numbers such as (0, 1), got {seeds!r}")
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
+        raise ConfigError(f"seeds must be a non-empty list of whole numbers >= 0 such as (0, 1), got {list(seeds)!r}")
+    return tuple(int(s) for s in seeds)
+
+
+def pipeline_timesteps(pipe, steps: int = NUM_STEPS) -> list[int]:
+    """The timesteps `pipe`'s scheduler visits in `steps` steps (on a copy: the pipeline is untouched)."""
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def check_model_matches(pipe, model: str, steps: int = NUM_STEPS) -> list[int]:
+    """The pipeline's timesteps, after checking that `model` samples with the pipeline's scheduler.
+
+    Raises ConfigError naming ``model=`` when `model` is unknown or its scheduler class or
+    timesteps differ from the pipeline's (the weights and per-step presets would then describe
+    steps the pipeline does not take).
+    """
+    from fastface_lite.method.checkpoints import CHECKPOINTS, MODELS
+    from fastface_lite.sdxl.loading import model_timesteps
+
+    if model not in CHECKPOINTS:
+        raise ConfigError(f"SweepExplorer(model={model!r}) is not a known model; use one of {', '.join(MODELS)}")
+    actual_class, actual = type(pipe.scheduler).__name__, pipeline_timesteps(pipe, steps)
+
+    def matches(name: str) -> bool:
+        return CHECKPOINTS[name].scheduler == actual_class and model_timesteps(name, steps) == actual
+
+    if not matches(model):
+        fits = [name for name in MODELS if matches(name)]
+        fix = (
+            f"pass model={fits[0]!r}, the model this pipeline samples like"
+            if fits
+            else f"load the pipeline with model={model!r} (tiny_pipeline(model=...) or load_pipeline({model!r}))"
+        )
+        raise ConfigError(
+            f"SweepExplorer(model={model!r}) does not match the pipeline: {model!r} samples with "
+            f"{CHECKPOINTS[model].scheduler} at timesteps {model_timesteps(model, steps)} in {steps} steps, the "
+            f"pipeline's scheduler is {actual_class} at {actual}; {fix}"
+        )
+    return actual
+
+
+def _device_facts(pipe) -> tuple[str | None, float | None]:
+    """(CUDA device name, memory in GiB) of the device the pipeline runs on; (None, None) on the CPU."""
+    device = torch.device(getattr(pipe, "_execution_device", None) or getattr(pipe, "device", "cpu"))
+    if device.type != "cuda":
+        return None, None
+    return torch.cuda.get_device_name(device), torch.cuda.get_device_properties(device).total_memory / 2**30
 
 
 class SweepExplorer:
-    """Per-step guidance weights, schedule shape, rescale phi and DCG type, with preset buttons;
-    every change regenerates a small grid (one image per seed) and the plot of the schedule and
-    the guidance-term norms per step.
+    """Per-step guidance weights, schedule shape, rescale phi and DCG type, with preset buttons.
+
+    Each move shows, one column per seed, the baseline (FastFace off, computed once per prompt,
+    seeds and ID inputs, then reused) above the guided image, the identity photo beside them and
+    each image's identity score ("no face" when the face analyzer finds none); the plot of the
+    schedule and the guidance-term norms per step; and what the move cost (UNet evaluations,
+    seconds). Errors of the controls or the pipeline show in the explorer's message area.
 
     Args:
         pipe: a FastFacePipeline (tiny or real).
         id_inputs: `fastface_lite.sdxl.adapter.IDInputs` for the identity.
         prompt: the prompt.
-        model: the model preset (scheduler timesteps, default weights).
+        model: the model preset (default weights); must sample like the pipeline's scheduler.
         seeds: one image per seed.
         preset: the variant the controls start from; its attention settings are kept throughout.
-        auto_update: regenerate on every change (else press "Generate").
+        auto_update: regenerate on every release of a control; False: press "Generate". None
+            (default) decides by mode and GPU (`runtimes.regenerate_on_release`): yes in tiny mode
+            and on GPUs as fast as an A100, a Generate button on slower ones (a T4).
         preview: decode with the pipeline's preview decoder (``pipe.preview_decoder``, the tiny
             autoencoder) while sweeping; "full VAE" decodes the last images again with the VAE.
+        photo: the identity photo (path, PIL image or RGB array) to show and score against; None:
+            no photo column and no scores.
+        analyzer: the `FaceAnalyzer` for the scores; None: dlib in tiny mode, "auto" in full mode.
+        mode: "tiny" or "full"; None: the run mode (FASTFACE_MODE, else full with a GPU).
     """
 
     def __init__(
@@ -104,10 +209,13 @@ class SweepExplorer:
         model: str = "hyper",
         seeds: Sequence[int] = (0, 1),
         preset: str = "fastface-am1",
-        auto_update: bool = True,
+        auto_update: bool | None = None,
         preview: bool = False,
+        photo=None,
+        analyzer=None,
+        mode: str | None = None,
     ):
-        from fastface_lite.sdxl.loading import model_timesteps
+        from fastface_lite.sdxl.mode import run_mode
 
         has_decoder = getattr(pipe, "preview_decoder", None) is not None
         if preview and not has_decoder:
@@ -115,12 +223,20 @@ class SweepExplorer:
                 "SweepExplorer(preview=True) needs a pipeline with a preview decoder: "
                 "load_pipeline(..., preview_decoder=True) or tiny_pipeline(..., preview_decoder=True)"
             )
-
-        self.pipe, self.id_inputs, self.prompt, self.model = pipe, id_inputs, prompt, model
-        self.seeds = tuple(int(s) for s in seeds)
-        self.timesteps = model_timesteps(model, NUM_STEPS)
+        if preset not in VARIANTS:
+            raise ConfigError(f"SweepExplorer(preset={preset!r}) is not a variant; use one of {', '.join(VARIANTS)}")
+        self.prompt, self.seeds = prompt, seeds  # checked by their setters, before any work
+        self.timesteps = check_model_matches(pipe, model)
+        self.pipe, self.id_inputs, self.model = pipe, id_inputs, model
+        self.mode = mode or run_mode()
+        if auto_update is None:
+            auto_update = regenerate_on_release(self.mode, *_device_facts(pipe))
+        self.photo, self.analyzer, self._reference = None, None, None
+        if photo is not None:
+            self._set_photo(photo, analyzer)
         self.last: SweepResult | None = None
         self.runs = 0
+        self._baseline: _Baseline | None = None
         self._holding = False  # True while controls are set in bulk: one regeneration at the end
         self._base = FastFaceConfig.preset(preset, model=model)
 
@@ -133,14 +249,20 @@ class SweepExplorer:
         self.b_weight = _slider("b (shape w)", 1.0, "ff-b-weight")
         self.floor = _slider("floor c", 0.5, "ff-c", max=3.0)
         self.power = _slider("power s", 1.0, "ff-s", min=0.1, max=4.0)
-        self.a_steps = [_slider(f"a, step {i}", 1.0, f"ff-a-{i}") for i in range(NUM_STEPS)]
-        self.b_steps = [_slider(f"b, step {i}", 1.0, f"ff-b-{i}") for i in range(NUM_STEPS)]
+        # 3 significant digits: a timestep shape can give 0.0096, which ".2f" would show as 0.01
+        self.a_steps = [_slider(f"a, step {i}", 1.0, f"ff-a-{i}", ".3g") for i in range(NUM_STEPS)]
+        self.b_steps = [_slider(f"b, step {i}", 1.0, f"ff-b-{i}", ".3g") for i in range(NUM_STEPS)]
         self.rescale_on = widgets.Checkbox(value=False, description="rescale")
         self.phi = _slider("phi", 0.7, "ff-phi", max=1.0, step=0.05)
         self.renorm = widgets.Checkbox(value=False, description="renorm term 2")
         self.generate = widgets.Button(description="Generate", button_style="primary")
+        self.generate.add_class("ff-sweep-generate")
         self.preview = widgets.Checkbox(value=preview, description="preview decoder", disabled=not has_decoder)
         self.full_vae = widgets.Button(description="full VAE", disabled=not has_decoder)
+        self.runtime = widgets.HTML()
+        self.runtime.add_class("ff-sweep-runtime")
+        self.message = widgets.HTML()  # the explorer's output area: errors, "press Generate"
+        self.message.add_class("ff-sweep-message")
         self.summary = widgets.HTML()
         self.summary.add_class("ff-sweep-summary")
         self.images = widgets.Image(format="png")
@@ -148,13 +270,75 @@ class SweepExplorer:
         self.plot = widgets.Image(format="png")
         self.plot.add_class("ff-sweep-norms")
 
-        self.preset.observe(lambda change: self.apply_preset(change["new"]), names="value")
+        # every callback goes through _guarded: an error shows in `message`, never in the widget log
+        self.preset.observe(self._guarded(lambda change: self.apply_preset(change["new"])), names="value")
         for control in self._guidance_controls():
-            control.observe(self._changed, names="value")
-        self.generate.on_click(lambda _: self.regenerate())
-        self.full_vae.on_click(lambda _: self.decode_full())
+            control.observe(self._guarded(self._changed), names="value")
+        self.generate.on_click(self._guarded(lambda _: self.regenerate()))
+        self.full_vae.on_click(self._guarded(lambda _: self.decode_full()))
         self.auto_update = auto_update
         self.apply_preset(preset)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """One image per seed; setting new seeds makes the next move compute the baseline again."""
+        return self._seeds
+
+    @seeds.setter
+    def seeds(self, value) -> None:
+        self._seeds = _check_seeds(value)
+        if hasattr(self, "_auto_update"):
+            self._describe_runtime()  # the seconds per move scale with the seeds
+
+    @property
+    def prompt(self) -> str:
+        """The prompt; setting a new one makes the next move compute the baseline again."""
+        return self._prompt
+
+    @prompt.setter
+    def prompt(self, value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"SweepExplorer prompt must be a non-empty string, got {value!r}")
+        self._prompt = value
+
+    @property
+    def auto_update(self) -> bool:
+        """Regenerate on every release of a control (else on "Generate")."""
+        return self._auto_update
+
+    @auto_update.setter
+    def auto_update(self, value: bool) -> None:
+        self._auto_update = bool(value)
+        self._describe_runtime()
+
+    def _describe_runtime(self) -> None:
+        how = (
+            "regenerates on every release of a control"
+            if self._auto_update
+            else "regenerates when you press <b>Generate</b>"
+        )
+        self.runtime.value = f"This explorer {how}. {html.escape(sweep_runtime_brief(len(self.seeds)))}"
+
+    def _set_photo(self, photo, analyzer) -> None:
+        from fastface_lite.faces.analyzer import FaceAnalyzer
+        from fastface_lite.faces.images import load_rgb
+
+        self.analyzer = analyzer or FaceAnalyzer("dlib" if self.mode == "tiny" else "auto")
+        self.photo = load_rgb(photo, name="SweepExplorer(photo=...)")
+        # NoFaceError here: the photo must show the face the ID inputs were made from
+        self._reference = self.analyzer.largest(self.photo, name="SweepExplorer(photo=...)")
+
+    def _guarded(self, callback):
+        """`callback` as a widget callback: a project error shows as its message in the explorer's
+        message area, any other exception as its traceback there; neither reaches the widget log."""
+
+        def run(*args):
+            try:
+                callback(*args)
+            except Exception as error:  # noqa: BLE001 - shown to the user below, with its traceback if not ours
+                self.message.value = _error_html(error, "not run: ")
+
+        return run
 
     # -- controls -> config ----------------------------------------------------------------------
     def _guidance_controls(self) -> list:
@@ -180,7 +364,17 @@ class SweepExplorer:
         return WeightSchedule(self.shape.value, weight=weight, c=self.floor.value, s=self.power.value)
 
     def config(self) -> FastFaceConfig:
-        """The FastFaceConfig the controls describe (AM from the chosen preset, norms recorded)."""
+        """The FastFaceConfig the controls describe (AM from the chosen preset, norms recorded).
+
+        Raises ConfigError naming the slider when a slider holds a value that is not a finite
+        number (code can set NaN; the handle cannot).
+        """
+        for control in self._guidance_controls():
+            if isinstance(control, widgets.FloatSlider):
+                number(
+                    control.value,
+                    f"slider {control.description!r} (set it to a number in [{control.min}, {control.max}])",
+                )
         guidance = GuidanceConfig(
             dcg_type=self.dcg_type.value,
             a=self._schedule("a"),
@@ -192,10 +386,13 @@ class SweepExplorer:
         guidance.check_steps(NUM_STEPS)
         return self._base.replace(guidance=guidance)
 
-    def weights(self, cfg: FastFaceConfig | None = None) -> list[tuple[float, float]]:
-        """(a, b) at each step of the sweep's timesteps."""
+    def weights(self, cfg: FastFaceConfig | None = None, timesteps: Sequence[float] | None = None) -> list:
+        """(a, b) at each step: the guidance's own weights (`dcg.weights_at`, what the pipeline
+        combines with) at `timesteps` (default: the pipeline's)."""
+        from fastface_lite.method.dcg import weights_at
+
         g = (cfg or self.config()).guidance
-        return [(g.a.at(i, t), g.b.at(i, t)) for i, t in enumerate(self.timesteps)]
+        return [weights_at(i, t, g) for i, t in enumerate(self.timesteps if timesteps is None else timesteps)]
 
     def apply_preset(self, name: str) -> SweepResult | None:
         """Set every control from preset `name` (weights per step, DCG type, rescale), then regenerate once."""
@@ -211,27 +408,39 @@ class SweepExplorer:
             if g.rescale is not None:
                 self.phi.value = g.rescale
             for i, t in enumerate(self.timesteps):
-                self.a_steps[i].value = g.a.at(i, t)
-                self.b_steps[i].value = g.b.at(i, t)
+                self._show_value(self.a_steps[i], g.a.at(i, t))
+                self._show_value(self.b_steps[i], g.b.at(i, t))
             self._sync_step_sliders()
-        return self.regenerate() if self.auto_update else None
+        return self._after_change()
+
+    @staticmethod
+    def _show_value(slider: widgets.FloatSlider, value: float) -> None:
+        """Set `slider` to exactly `value`, widening its range when the value lies outside it (a
+        `cos` shape reaches 2w): a clamped slider would show a weight the run does not use."""
+        slider.min = min(WEIGHT_RANGE["min"], value)
+        slider.max = max(WEIGHT_RANGE["max"], value)
+        slider.value = value
 
     def _sync_step_sliders(self) -> None:
-        """With a timestep shape the per-step sliders show what the shape gives and are read-only."""
+        """With a timestep shape the per-step sliders show what the shape gives and are read-only;
+        with `custom` they are the controls, on their usual range."""
         custom = self.shape.value == "custom"
         for slider in (*self.a_steps, *self.b_steps):
             slider.disabled = not custom
         for slider in (self.a_weight, self.b_weight, self.floor, self.power):
             slider.disabled = custom
-        if not custom:
+        with self._hold():
+            if custom:
+                for slider in (*self.a_steps, *self.b_steps):
+                    slider.min, slider.max = WEIGHT_RANGE["min"], WEIGHT_RANGE["max"]
+                return
             try:
                 values = self.weights()
-            except ConfigError:
+            except FastFaceError:  # the regeneration that follows says what is wrong
                 return
-            with self._hold():
-                for i, (a, b) in enumerate(values):
-                    self.a_steps[i].value = min(max(a, WEIGHT_RANGE["min"]), WEIGHT_RANGE["max"])
-                    self.b_steps[i].value = min(max(b, WEIGHT_RANGE["min"]), WEIGHT_RANGE["max"])
+            for i, (a, b) in enumerate(values):
+                self._show_value(self.a_steps[i], a)
+                self._show_value(self.b_steps[i], b)
 
     @contextmanager
     def _hold(self):
@@ -247,78 +456,161 @@ class SweepExplorer:
             return
         if change["owner"] in (self.shape, self.a_weight, self.b_weight, self.floor, self.power):
             self._sync_step_sliders()
+        self._after_change()
+
+    def _after_change(self) -> SweepResult | None:
         if self.auto_update:
-            self.regenerate()
+            return self.regenerate()
+        self.message.value = "Controls changed: press <b>Generate</b> to run them."
+        return None
 
     # -- generation -------------------------------------------------------------------------------
     def regenerate(self) -> SweepResult | None:
         """Run the pipeline for every seed with the current controls and refresh the outputs.
 
-        A config the method rejects shows its error in the summary; the previous images stay.
+        A config the method rejects, or an input the pipeline refuses (a project error), shows
+        its message in the message area and returns None; the previous images stay.
         """
+        start = time.perf_counter()
+        try:
+            result = self._run()
+        except FastFaceError as error:
+            self.message.value = _error_html(error, "not run: ")
+            return None
+        self.runs += 1
+        self.message.value = ""
+        self.images.value = figure_png(self._grid(result), dpi=80)
+        self.plot.value = figure_png(schedule_and_norms(result.weights, result.norms), dpi=80)
+        self.last = replace(result, seconds=time.perf_counter() - start)
+        self._summarize(self.last)
+        return self.last
+
+    def _run(self) -> SweepResult:
         from fastface_lite.method.branches import planned_evaluations
 
-        try:
-            cfg = self.config()
-        except (ConfigError, ValueError) as error:
-            self.summary.value = f"<span style='color:#b00'>not run: {html.escape(str(error))}</span>"
-            return None
-        latents, norms, evaluations = [], [], 0
+        cfg = self.config()
+        latents, norms, evaluations, weights, moved = [], [], 0, [], 0
         for index, seed in enumerate(self.seeds):
             # only the first seed records norms (every branch); the others run what the config reads
             seed_cfg = cfg if index == 0 else cfg.replace(guidance=replace(cfg.guidance, record_norms=False))
-            out = self.pipe(
-                prompt=self.prompt,
-                fastface=seed_cfg,
-                generator=torch.Generator().manual_seed(seed),
-                output_type="latent",
-                **self.id_inputs.call_kwargs(),
-            )
+            out = self._call(seed_cfg, seed)
             latents.append(out.images)
+            moved += out.unet_evaluations
             if index == 0:
                 norms, evaluations = out.guidance_norms, out.unet_evaluations
-        self.runs += 1
+                weights = self.weights(cfg, out.timesteps)  # at the timesteps the run visited
         preview = self.preview.value
-        self.last = SweepResult(
+        reused = self._baseline is not None and self._baseline.matches(self.prompt, self.seeds, self.id_inputs)
+        if not reused:
+            self._baseline = self._run_baseline()
+            moved += self._baseline.evaluations
+        images = self._decode(latents, preview)
+        baseline, baseline_identity = self._decoded_baseline(preview)
+        return SweepResult(
             cfg,
-            self._decode(latents, preview),
-            self.weights(cfg),
+            images,
+            weights,
             norms,
             evaluations,
             planned_evaluations(cfg, self.timesteps),
             latents,
             preview,
+            baseline,
+            self._scores(images),
+            baseline_identity,
+            moved,
+            reused,
         )
-        self._show(self.last)
-        return self.last
+
+    def _call(self, cfg: FastFaceConfig, seed: int):
+        return self.pipe(
+            prompt=self.prompt,
+            fastface=cfg,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="latent",
+            **self.id_inputs.call_kwargs(),
+        )
+
+    def _run_baseline(self) -> _Baseline:
+        """The `baseline` variant (FastFace off) on every seed, as latents."""
+        cfg = FastFaceConfig.preset("baseline", model=self.model)
+        outs = [self._call(cfg, seed) for seed in self.seeds]
+        return _Baseline(
+            self.prompt, self.seeds, self.id_inputs, [o.images for o in outs], sum(o.unet_evaluations for o in outs)
+        )
+
+    def _decoded_baseline(self, preview: bool) -> tuple[list, list]:
+        if preview not in self._baseline.decoded:
+            images = self._decode(self._baseline.latents, preview)
+            self._baseline.decoded[preview] = (images, self._scores(images))
+        return self._baseline.decoded[preview]
+
+    def _scores(self, images: list) -> list:
+        """Identity score of each image against the photo (None each when no photo was given)."""
+        from fastface_lite.evaluation.metrics import identity_similarity
+
+        if self._reference is None:
+            return [None] * len(images)
+        return [identity_similarity(self._reference, image, self.analyzer) for image in images]
 
     def decode_full(self) -> SweepResult | None:
-        """Decode the last images again with the full VAE (after a preview) and show them."""
+        """Decode the last images (and the baseline) again with the full VAE and show them."""
         if self.last is None or not self.last.preview:
             return self.last
-        self.last = replace(self.last, images=self._decode(self.last.latents, False), preview=False)
-        self._show(self.last)
+        images = self._decode(self.last.latents, False)
+        baseline, baseline_identity = self._decoded_baseline(False)
+        self.last = replace(
+            self.last,
+            images=images,
+            preview=False,
+            baseline=baseline,
+            identity=self._scores(images),
+            baseline_identity=baseline_identity,
+        )
+        self.images.value = figure_png(self._grid(self.last), dpi=80)
+        self._summarize(self.last)
         return self.last
 
     def _decode(self, latents: list, preview: bool) -> list:
         return [self.pipe.latents_to_images(x, "pil", preview=preview)[0] for x in latents]
 
-    def _show(self, result: SweepResult) -> None:
+    def _grid(self, result: SweepResult) -> Figure:
+        return sweep_grid(
+            result.baseline,
+            result.images,
+            [f"seed {s}" for s in self.seeds],
+            [score_label(s) for s in result.baseline_identity],
+            [score_label(s) for s in result.identity],
+            photo=self.photo,
+        )
+
+    def _summarize(self, result: SweepResult) -> None:
         a, b = zip(*result.weights, strict=True)
         g = result.config.guidance
         rescale = f"phi {g.rescale:.2f}" if g.rescale is not None else "off"
         term1 = [n["term1"] for n in result.norms]
         term2 = [n["term2"] for n in result.norms]
+        baseline = (
+            "baseline reused"
+            if result.baseline_reused
+            else f"baseline computed: {self._baseline.evaluations} of them; reused until the prompt, seeds or ID change"
+        )
+        identity = ""
+        if self._reference is not None:
+            identity = (
+                f"<br>identity to the photo (cosine, {html.escape(self.analyzer.backend)}, 1 = same face): "
+                f"guided {_labels(result.identity)} · baseline {_labels(result.baseline_identity)}"
+            )
         self.summary.value = (
             f"<b>run {self.runs}</b> · DCG type {g.dcg_type} · schedule {self.shape.value} · "
             f"a {_fmt(a)} · b {_fmt(b)} · rescale {rescale} · renorm {'on' if g.renorm else 'off'}<br>"
             f"UNet evaluations per image: <b>{result.planned}</b> (first seed {result.evaluations}: "
             f"its norms need every branch) · AM from preset {self.preset.value} · "
             f"decoded with {'the preview decoder' if result.preview else 'the full VAE'}<br>"
-            f"‖term 1‖ per step {_norms(term1)} · ‖term 2‖ per step {_norms(term2)}"
+            f"‖term 1‖ per step {_norms(term1)} · ‖term 2‖ per step {_norms(term2)}{identity}<br>"
+            f"last move: <b>{result.move_evaluations}</b> UNet evaluations ({baseline}), "
+            f"<b>{result.seconds:.2f} s</b> measured"
         )
-        self.images.value = figure_png(image_grid(result.images, [f"seed {s}" for s in self.seeds]), dpi=80)
-        self.plot.value = figure_png(schedule_and_norms(result.weights, result.norms), dpi=80)
 
     @property
     def widget(self) -> widgets.Widget:
@@ -335,8 +627,11 @@ class SweepExplorer:
                     shape_row,
                     steps,
                     widgets.HBox([self.generate, self.preview, self.full_vae]),
+                    self.runtime,
+                    self.message,
                     self.summary,
-                    widgets.HBox([self.images, self.plot]),
+                    self.images,  # photo, baseline and guided grid; the plots under it, not beside
+                    self.plot,
                 ]
             )
             self._widget.add_class("ff-sweep")
@@ -348,14 +643,49 @@ class SweepExplorer:
         display(self.widget)
 
 
-def image_grid(images: Sequence, titles: Sequence[str], cell: float = 2.2) -> Figure:
-    """One row of images with titles."""
-    fig = Figure(figsize=(cell * len(images), cell + 0.3), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(images)))
-    for ax, image, title in zip(axes, images, titles, strict=True):
-        ax.imshow(image)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
+def score_label(score) -> str:
+    """How an image's identity score reads under it: "ID 0.62", "no face", or "" without a photo."""
+    if score is None:
+        return ""
+    return "no face" if score.similarity is None else f"ID {score.similarity:.2f}"
+
+
+def _labels(scores: Sequence) -> str:
+    return "[" + ", ".join(score_label(s) for s in scores) + "]"
+
+
+def sweep_grid(
+    baseline: Sequence,
+    guided: Sequence,
+    titles: Sequence[str],
+    baseline_labels: Sequence[str],
+    guided_labels: Sequence[str],
+    *,
+    photo=None,
+    cell: float = 2.2,
+) -> Figure:
+    """Rows: baseline (FastFace off) and guided; one column per seed, the identity photo first.
+
+    Each image carries its label underneath (its identity score or "no face").
+    """
+    cols = len(guided) + (photo is not None)
+    fig = Figure(figsize=(cell * cols, 2 * cell + 0.6), layout="constrained")
+    axes = fig.subplots(2, cols, squeeze=False)
+    if photo is not None:
+        axes[0, 0].imshow(photo)
+        axes[0, 0].set_title("identity photo", fontsize=LABEL_SIZE)
+        axes[1, 0].axis("off")
+        for ax in axes[:, 0]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    grid = axes[:, 1:] if photo is not None else axes
+    for row, (images, labels) in enumerate(((baseline, baseline_labels), (guided, guided_labels))):
+        for ax, image, label in zip(grid[row], images, labels, strict=True):
+            ax.imshow(image)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(label, fontsize=LABEL_SIZE)
+    label_grid(grid, ["baseline (FastFace off)", "guided (these settings)"], titles)
     return fig
 
 
@@ -384,8 +714,9 @@ ALL = "all"
 
 
 class AttentionInspector:
-    """Browse a recorded run (`fastface_lite.trace`): token, block, step, branch and, for ID
-    tokens, raw (before AM) or used (after AM). Shows the heat map over the image and its numbers.
+    """Browse a recorded run (`fastface_lite.trace`): token, block, step and branch. Text tokens
+    show their heat map over the image; ID tokens show raw (before AM), used (after AM) and their
+    difference side by side (the "ID stage" control picks which one `last` and the numbers describe).
 
     Args:
         trace: a finished `Trace`.
@@ -423,6 +754,8 @@ class AttentionInspector:
         self.token.value = options[0]
         self._quiet = False
         self.stage.disabled = self.kind.value == "text"
+        # the raw / used / difference row shows the maps alone: an image under them hides the signs
+        self.overlay.disabled = self.image is None or self._compares_stages()
 
     def _kind_changed(self, _) -> None:
         self._set_token_options()
@@ -439,12 +772,27 @@ class AttentionInspector:
             stage=self.stage.value if self.kind.value == "id" else "used",
         )
 
+    def _compares_stages(self) -> bool:
+        """ID maps with both stages recorded: show raw, used and their difference together."""
+        return self.kind.value == "id" and {"raw", "used"} <= set(self.trace.stages)
+
     def refresh(self):
-        """Recompute the map for the current selection; a selection with no data says why."""
+        """Recompute the map for the current selection; a selection with no data says why.
+
+        Text tokens: one map (over the image when asked). ID tokens: raw (before AM), used (after
+        AM) and used − raw side by side, raw and used on one shared scale, the difference on a
+        diverging scale centred at 0; `last` is the map of the chosen ID stage.
+        """
         if getattr(self, "_quiet", False):
             return None
+        query = self.query()
         try:
-            heatmap = self.trace.maps(**self.query())
+            if self._compares_stages():
+                raw = self.trace.maps(**{**query, "stage": "raw"})
+                used = self.trace.maps(**{**query, "stage": "used"})
+                heatmap = raw if query["stage"] == "raw" else used
+            else:
+                heatmap = self.trace.maps(**query)
         except (ValueError, NothingRecorded) as error:  # a selection with no maps, or a bad one: say why
             self.summary.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
             return None
@@ -454,8 +802,21 @@ class AttentionInspector:
             f"<b>{html.escape(heatmap.title)}</b><br>grid {values.shape[0]}×{values.shape[1]} · "
             f"mean {values.mean():.4f} · max {values.max():.4f} at row {row}, col {col}"
         )
-        fig = Figure(figsize=(3.2, 3.4), layout="constrained")
-        heatmap.plot_overlay(self.image if self.overlay.value else None, ax=fig.subplots(), colorbar=True)
+        if self._compares_stages():
+            difference = used.to_numpy() - raw.to_numpy()
+            self.summary.value += (
+                f"<br>used − raw: largest change {np.abs(difference).max():.4f} "
+                "(red: AM added attention there, blue: removed)"
+            )
+            fig = map_row(
+                {"raw (before AM)": raw.to_numpy(), "used (after AM)": used.to_numpy()},
+                difference=("used − raw", difference),
+                label="ID attention weight",
+                title=f"{used.token} · {used.block} · {used.step} · {used.branch}",
+            )
+        else:
+            fig = Figure(figsize=(3.2, 3.4), layout="constrained")
+            heatmap.plot_overlay(self.image if self.overlay.value else None, ax=fig.subplots(), colorbar=True)
         self.view.value = figure_png(fig, dpi=80)
         self.last = heatmap
         return heatmap

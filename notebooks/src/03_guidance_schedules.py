@@ -12,7 +12,8 @@
 # * renorm and rescale, and what each costs in UNet evaluations;
 # * the schedule shapes a weight can follow over the timesteps, with their formulas;
 # * an **interactive sweep**: per-step `a` and `b` sliders, schedule shape, rescale φ, DCG type
-#   and preset buttons, regenerating a small grid and the norm plot.
+#   and preset buttons; beside the guided images it shows the identity photo, the baseline
+#   (FastFace off, same seeds), each image's identity score and what each move cost.
 #
 # Why guidance is needed at all, and the diagram of the three-branch batch: notebook 00. Letters
 # follow [docs/method.md §2](../docs/method.md#2-notation-one-letter-per-meaning) (one letter per
@@ -26,10 +27,9 @@
 # too much of either over-saturates colours, which the rescale φ holds back.
 #
 # **Runtime.** About 30 s in tiny mode on a 2-core CPU. Full mode: the first run downloads the
-# weights (over 10 GB, several minutes on Colab); then each slider move of the sweep (two seeds,
-# norms recorded: 12 UNet evaluations per image) took 2.8 s at SDXL's size on an H200
-# (`bench/results/h200_sweep_sdxl.md`, without the full-size VAE decode). No T4 was measured; with
-# roughly a tenth of an H200's fp16 compute, expect tens of seconds per move there.
+# weights (over 10 GB, several minutes on Colab); the sweep section prints what one move of the
+# sweep costs on an H200 (measured) and on a T4 (an estimate, stated as one), from the numbers in
+# `bench/results/`.
 
 # %%
 from fastface_lite.workbook.session import setup
@@ -49,7 +49,7 @@ from fastface_lite.method import dcg as guidance
 from fastface_lite.method.branches import planned_evaluations
 from fastface_lite.method.schedules import TIMESTEP_SHAPES, WeightSchedule
 from fastface_lite.sdxl.loading import model_timesteps
-from fastface_lite.workbook.widgets import SweepExplorer, schedule_and_norms
+from fastface_lite.workbook.widgets import SweepExplorer, schedule_and_norms, score_label
 
 pipe = wb.pipeline(model="hyper")
 inputs, photo = wb.identity_inputs(pipe, "astronaut")  # dlib in tiny mode, insightface in full
@@ -256,16 +256,29 @@ except ff.ConfigError as error:
 # %% [markdown]
 # ## Interactive sweep
 #
-# Move a slider and the grid (one image per seed) and the plot regenerate: each move runs the
-# pipeline again, about 1 s per move in tiny mode here, 2.8 s at SDXL's size on an H200 and
-# presumably tens of seconds on a T4 (not measured). **preset** sets every
-# control from a variant (its attention settings stay for the whole sweep); **schedule** switches
-# from per-step sliders (`custom`) to a timestep shape driven by the `a`/`b` base weights, and
-# the per-step sliders then show what the shape gives. The summary states the UNet evaluations per
-# image the config needs (the sweep itself records norms, so it runs all three branches).
+# Each move runs the pipeline again for every seed. The grid shows, per seed, the **baseline**
+# (FastFace off: the `baseline` variant, computed once and reused until the prompt or seeds
+# change) above the **guided** image, with the **identity photo** beside them; under each image
+# its identity score (cosine similarity of face embeddings to the photo, 1 = the same face,
+# notebook 04) or "no face" when the face analyzer finds none, which is every image in tiny mode:
+# random weights paint no faces. In full mode the guided row should score above the baseline;
+# that gap is what FastFace is for. The summary states the UNet evaluations per image the config
+# needs (the sweep records norms, so its first seed runs all three branches) and what the last
+# move cost: UNet evaluations of every image it ran, and the seconds it took.
+#
+# **preset** sets every control from a variant (its attention settings stay for the whole sweep);
+# **schedule** switches from per-step sliders (`custom`) to a timestep shape driven by the `a`/`b`
+# base weights, and the per-step sliders then show exactly the weights the shape gives. In tiny
+# mode and on GPUs as fast as an A100 the sweep regenerates when you release a slider; on slower
+# GPUs (a T4) it waits for **Generate**. What a move costs in full mode:
 
 # %%
-explorer = SweepExplorer(pipe, inputs, PROMPT, model="hyper", seeds=(0, 1), preset="fastface-am1")
+from fastface_lite.workbook.runtimes import sweep_runtime_note
+
+print(sweep_runtime_note(seeds=2))
+
+# %%
+explorer = SweepExplorer(pipe, inputs, PROMPT, model="hyper", seeds=(0, 1), preset="fastface-am1", photo=photo)
 explorer
 
 # %% [markdown]
@@ -280,6 +293,9 @@ print("a, b per step:", [(round(a, 2), round(b, 2)) for a, b in result.weights])
 print("UNet evaluations per image:", result.planned)
 print("unweighted term 2 norm per step:", [round(n["term2"], 3) for n in result.norms])
 print("weighted, b × norm:", [round(b * n["term2"], 3) for (_, b), n in zip(result.weights, result.norms)])
+print("identity score, guided:", [score_label(s) for s in result.identity])
+print("identity score, baseline:", [score_label(s) for s in result.baseline_identity])
+print("last move: UNet evaluations", result.move_evaluations, "| baseline reused:", result.baseline_reused)
 
 # %% [markdown]
 # The unweighted norms did not move, and that is not a broken slider: `b` multiplies term 2 *after*
@@ -288,6 +304,11 @@ print("weighted, b × norm:", [round(b * n["term2"], 3) for (_, b), n in zip(res
 # start from. Steps 2 and 3 do see a different latent, but the tiny random UNet barely responds to
 # its input, so their norms agree to 3 decimals. In full mode the later norms and the images change
 # visibly; the sweep's grid is where to look.
+#
+# The last move ran 22 UNet evaluations: 12 for the first seed (recording norms needs every
+# branch) and 10 for the second; the baseline images (4 evaluations per seed) were made at the
+# first move and reused since. Every image reads "no face" here (tiny mode); in full mode the
+# guided scores against the baseline's are the sweep's answer to "did the identity come back?".
 
 # %%
 explorer.shape.value = "pcs"

@@ -103,7 +103,7 @@ def test_rejected_config_keeps_the_last_images(tiny_plus):
     explorer.phi.max = 2.0  # code (not the slider's range) can ask for a phi the method rejects
     explorer.phi.value = 1.5
     assert explorer.regenerate() is None
-    assert "not run" in explorer.summary.value and "phi" in explorer.summary.value
+    assert "not run" in explorer.message.value and "phi" in explorer.message.value
     assert explorer.last is kept and bytes(explorer.images.value) == image
 
 
@@ -195,3 +195,24 @@ def test_sweep_previews_with_the_tiny_decoder_and_the_full_vae_is_one_click_away
 def test_sweep_preview_needs_a_preview_decoder(tiny_plus):
     with pytest.raises(ff.ConfigError, match="preview_decoder=True"):
         SweepExplorer(tiny_plus, random_id_inputs(tiny_plus), PROMPT, seeds=(0,), auto_update=False, preview=True)
+
+
+def test_inspector_shows_raw_used_and_their_difference_together(recorded):
+    import io
+
+    from PIL import Image
+
+    tr, image = recorded
+    inspector = AttentionInspector(tr, image)
+    text_width = Image.open(io.BytesIO(bytes(inspector.view.value))).size[0]
+    inspector.kind.value = "id"
+    inspector.token.value = 1
+    raw = tr.maps("id", token=1, stage="raw").to_numpy()
+    used = tr.maps("id", token=1, stage="used").to_numpy()
+    assert np.array_equal(inspector.last.to_numpy(), used)  # the stage toggle picks what `last` holds
+    assert f"largest change {np.abs(used - raw).max():.4f}" in inspector.summary.value
+    assert inspector.overlay.disabled  # the three maps are drawn alone: the signs must read
+    # raw | used | used - raw side by side: three panels, far wider than the one text map
+    assert Image.open(io.BytesIO(bytes(inspector.view.value))).size[0] > 2 * text_width
+    inspector.stage.value = "raw"
+    assert np.array_equal(inspector.last.to_numpy(), raw)
