@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from fastface_lite.errors import ConfigError
-from fastface_lite.workbook.session import SMALL_GPU_GIB
+from fastface_lite.sdxl.gpu_plan import gpu_plan
 
 # Seconds on an H200, float16, 1024 px, 4 steps.
 H200_SECONDS = {
@@ -27,13 +27,14 @@ H200_SECONDS = {
     "full_size_decode": 1.102 - 0.906,
     # same file: one decoded image of the baseline variant (4 UNet evaluations), end to end
     "image_baseline": 0.674,
-    # same file: baseline with model CPU offload (what the workbook turns on below 20 GiB of GPU
-    # memory, i.e. on a T4) minus without: the weight transfers of one image
+    # same file: baseline with model CPU offload (what the workbook turns on when even the fp16-fix
+    # VAE would not fit, sdxl/gpu_plan.py) minus without: the weight transfers of one image
     "offload_overhead_per_image": 3.108 - 0.674,
 }
 # A T4 against an H200 for fp16 SDXL: roughly 8-10x slower (a T4 has about a tenth of an H200's
 # dense fp16 tensor throughput and a sixth of its memory bandwidth). An estimate, NOT a measurement.
 T4_SLOWDOWN = (8.0, 10.0)
+T4_GIB = 14.75  # what torch reports for a 16 GB T4
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,10 @@ def sweep_move_seconds(seeds: int = 2, *, baseline: bool = False) -> tuple[Estim
 
     H200: the measured 2-seed move scaled per seed, plus one full-size decode per image (also
     measured); `baseline=True` adds the first move's baseline images (4 UNet evaluations each,
-    decoded; cached afterwards). T4: the H200's seconds times :data:`T4_SLOWDOWN`, plus the
-    weight transfers of model CPU offload per image as measured on the H200 (a T4's bus is
-    slower, so this part is a lower bound). Identity scoring is not included.
+    decoded; cached afterwards). T4: the H200's seconds times :data:`T4_SLOWDOWN`; if the T4's
+    plan (:func:`~fastface_lite.sdxl.gpu_plan.gpu_plan`) needs model CPU offload, plus its weight
+    transfers per image as measured on the H200 (a T4's bus is slower, so that part would be a
+    lower bound). Identity scoring is not included.
     """
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ConfigError(f"seeds must be a whole number of images, 1 or more; got {seeds!r}")
@@ -66,11 +68,13 @@ def sweep_move_seconds(seeds: int = 2, *, baseline: bool = False) -> tuple[Estim
         per_seed += H200_SECONDS["image_baseline"]
     images = seeds * (2 if baseline else 1)
     h200 = seeds * per_seed
-    transfers = images * H200_SECONDS["offload_overhead_per_image"]
+    t4_plan = gpu_plan(T4_GIB)
+    transfers = images * H200_SECONDS["offload_overhead_per_image"] if t4_plan.offload else 0.0
     low, high = (h200 * factor + transfers for factor in T4_SLOWDOWN)
+    how = "with CPU offload" if t4_plan.offload else f"{t4_plan.vae} VAE, no offload"
     return (
         Estimate("an H200", h200, h200, "from H200 measurements in bench/results/"),
-        Estimate("a T4 (with CPU offload)", low, high, "estimate from the H200's, not measured"),
+        Estimate(f"a T4 ({how})", low, high, "estimate from the H200's, not measured"),
     )
 
 
@@ -97,8 +101,17 @@ def sweep_runtime_note(seeds: int = 2) -> str:
         f"h200_full_size_memory.md: {H200_SECONDS['full_size_decode']:.2f} s per full-size decode, "
         f"{H200_SECONDS['image_baseline']:.2f} s per baseline image). The T4 figures are not measured: they "
         f"are estimates, the H200's times {low:.0f}-{high:.0f}x (a T4 runs fp16 SDXL roughly that much "
-        "slower) plus the weight transfers of CPU offload measured on the H200 "
-        f"({H200_SECONDS['offload_overhead_per_image']:.1f} s per image)."
+        f"slower){_t4_offload_words()}."
+    )
+
+
+def _t4_offload_words() -> str:
+    plan = gpu_plan(T4_GIB)
+    if not plan.offload:
+        return f"; a T4 runs without CPU offload ({plan.vae} VAE: {plan.reason})"
+    return (
+        " plus the weight transfers of CPU offload measured on the H200 "
+        f"({H200_SECONDS['offload_overhead_per_image']:.1f} s per image)"
     )
 
 
@@ -116,7 +129,8 @@ def regenerate_on_release(mode: str, device_name: str | None, memory_gib: float 
         memory_gib: the device's memory in GiB, None on the CPU.
 
     Tiny mode answers in about a second anywhere: yes. Full mode only on a GPU as fast as an A100
-    (named in :data:`FAST_GPUS`) with enough memory to run without CPU offload; on a T4, an L4, a
+    (named in :data:`FAST_GPUS`) whose plan (:func:`~fastface_lite.sdxl.gpu_plan.gpu_plan`) runs
+    without CPU offload (not a small MIG slice); on a T4, an L4, a
     V100, a consumer card or the CPU, a move takes tens of seconds and the button is the better
     control.
     """
@@ -124,7 +138,7 @@ def regenerate_on_release(mode: str, device_name: str | None, memory_gib: float 
         raise ConfigError(f"mode must be 'tiny' or 'full', got {mode!r}")
     if mode == "tiny":
         return True
-    if not device_name or memory_gib is None or memory_gib < SMALL_GPU_GIB:
-        return False  # below SMALL_GPU_GIB the workbook offloads: seconds of transfers per image
+    if not device_name or memory_gib is None or memory_gib <= 0 or gpu_plan(memory_gib).offload:
+        return False  # offloaded: seconds of weight transfers per image
     words = re.split(r"[\s\-_/]+", device_name.upper())  # "NVIDIA A100-SXM4-80GB" -> NVIDIA, A100, ...
     return any(fast in words for fast in FAST_GPUS)

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from fastface_lite.errors import ConfigError
+from fastface_lite.sdxl.gpu_plan import GpuPlan, device_gpu_plan
 from fastface_lite.sdxl.mode import run_mode
-from fastface_lite.workbook.gpu_plan import GpuPlan, gpu_plan
 
 GITHUB_REPO = "fastface-lite/fastface_lite"  # the badges and the Colab install cell point here
 COLAB_URL = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}"
-# Which VAE and whether to offload on a GPU of a given size: workbook/gpu_plan.py (measured peaks).
+# Which VAE and whether to offload on a GPU of a given size: sdxl/gpu_plan.py (measured peaks).
 ALLOW_CPU_FULL_ENV = "FASTFACE_ALLOW_CPU_FULL"
 SIZE_ENV = "FASTFACE_SIZE"
 # Where notebooks save their figures. `notebooks/build.py` points it at the tracked `figures/` when it
@@ -108,7 +108,7 @@ class Workbook:
     ):
         """The FastFace pipeline for this mode: the tiny offline twin, or real weights on the GPU.
 
-        Full mode on a GPU follows `self.gpu` (:func:`~fastface_lite.workbook.gpu_plan.gpu_plan`):
+        Full mode on a GPU follows `self.gpu` (:func:`~fastface_lite.sdxl.gpu_plan.gpu_plan`):
         on a 15 GiB T4 the fp16-fix VAE keeps the decode in float16 so everything stays on the GPU;
         only smaller GPUs get model CPU offload (the module at work on the GPU, the rest waiting on
         the CPU: lowest peak, about 3x slower). `self.size` ($FASTFACE_SIZE) replaces the default
@@ -147,10 +147,6 @@ class Workbook:
         from fastface_lite.inspect.plots import save_figure
 
         return save_figure(fig, self.figures / (name if name.endswith(".png") else f"{name}.png"), dpi=dpi)
-
-
-def _gpu_gib() -> float:
-    return torch.cuda.get_device_properties(0).total_memory / 2**30
 
 
 def _flag(name: str) -> bool:
@@ -232,6 +228,6 @@ def setup(seed: int = 0, mode: str | None = None) -> Workbook:
         seed=seed,
         figures=figures_folder(),
         on_colab="google.colab" in sys.modules,
-        gpu=gpu_plan(_gpu_gib()) if device == "cuda" else None,
+        gpu=device_gpu_plan(device),
         size=size,
     )

@@ -158,7 +158,7 @@ print(
 # estimated from the numbers above) and keeps everything on the GPU; only a GPU too small even for
 # that gets `pipe.enable_model_cpu_offload()`: each module sits on the GPU only while it runs (peak
 # 9.9 GiB, about 3x slower). `wb.describe()` printed which was chosen and why
-# (`fastface_lite/workbook/gpu_plan.py`). VAE slicing and tiling do not help a single 1024 px image
+# (`fastface_lite/sdxl/gpu_plan.py`). VAE slicing and tiling do not help a single 1024 px image
 # (tiling starts above the VAE's 1024 px sample size).
 #
 # ## IP-Adapter FaceID and FaceID Plus v2

@@ -123,7 +123,7 @@ def test_size_override_is_checked_and_reaches_the_pipeline(monkeypatch, restore_
 
 
 def test_describe_says_which_gpu_plan_was_chosen():
-    from fastface_lite.workbook.gpu_plan import gpu_plan
+    from fastface_lite.sdxl.gpu_plan import gpu_plan
 
     wb = Workbook(
         mode="full", device="cuda", dtype=torch.float16, seed=0, figures=repo_root(), on_colab=True, gpu=gpu_plan(14.75)

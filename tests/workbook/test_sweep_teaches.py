@@ -47,6 +47,12 @@ def test_generate_button_on_gpus_slower_than_an_a100(mode, name, gib, on_release
     assert runtimes.regenerate_on_release(mode, name, gib) is on_release
 
 
+def test_a_fast_gpu_that_would_need_offload_gets_the_button():
+    # an A100 MIG slice of 10 GiB is A100-named, but its plan offloads: seconds of transfers per image
+    assert runtimes.gpu_plan(9.8).offload is True
+    assert runtimes.regenerate_on_release("full", "NVIDIA A100-SXM4-40GB MIG 2g.10gb", 9.8) is False
+
+
 def test_generate_button_decision_refuses_an_unknown_mode():
     with pytest.raises(ff.ConfigError, match="mode must be"):
         runtimes.regenerate_on_release("fast", "NVIDIA H200", 139.8)
@@ -60,7 +66,9 @@ def test_runtime_estimates_come_from_the_bench_numbers():
         == h200.high
         == pytest.approx(measured["sweep_move_2_seeds_small_vae"] + 2 * measured["full_size_decode"])
     )
-    transfers = 2 * measured["offload_overhead_per_image"]
+    # a T4 runs without offload (fp16-fix VAE, sdxl/gpu_plan.py): no transfers to add
+    assert runtimes.gpu_plan(runtimes.T4_GIB).offload is False and "no offload" in t4.gpu
+    transfers = 0.0
     low, high = runtimes.T4_SLOWDOWN
     assert (t4.low, t4.high) == pytest.approx((h200.low * low + transfers, h200.low * high + transfers))
     assert "not measured" in str(t4) and "not measured" not in str(h200)

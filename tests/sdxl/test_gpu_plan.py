@@ -2,7 +2,8 @@
 
 import pytest
 
-from fastface_lite.workbook.gpu_plan import (
+from fastface_lite.errors import ConfigError
+from fastface_lite.sdxl.gpu_plan import (
     FP16_DECODE_PEAK_GIB,
     FP32_DECODE_PEAK_GIB,
     HEADROOM_GIB,
@@ -54,5 +55,5 @@ def test_a_bigger_headroom_moves_the_choice():
 
 @pytest.mark.parametrize("bad", [0, -1.0])
 def test_nonsense_gpu_size_is_refused(bad):
-    with pytest.raises(ValueError, match="gpu_gib"):
+    with pytest.raises(ConfigError, match="gpu_gib"):
         gpu_plan(bad)

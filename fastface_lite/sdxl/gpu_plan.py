@@ -1,7 +1,8 @@
 """How full mode fits SDXL on a GPU: which VAE decodes, and whether modules wait on the CPU.
 
 A pure function of the GPU's memory (:func:`gpu_plan`), so the choice is tested over GPU sizes on a
-machine without one, and `Workbook.describe()` can say what was chosen and why.
+machine without one; the workbook (`Workbook.describe()` says what was chosen and why) and
+`fastface eval` both follow it.
 
 The numbers are measured on full-size SDXL shapes with random weights, fp16, 1024 px, 4 steps
 (``bench/full_size.py``; ``bench/results/h200_full_size_memory.md``):
@@ -20,6 +21,10 @@ bytes, so the peak is about max(10.30, 9.18 + 5.57 / 2) = 11.97 GiB.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
+
+from fastface_lite.errors import ConfigError
 
 WEIGHTS_GIB = 9.18  # fp16 weights of the Plus v2 pipeline on the GPU (measured)
 STEPS_PEAK_GIB = 10.30  # UNet steps, FastFace-AM2, latents only (measured)
@@ -52,7 +57,7 @@ def gpu_plan(gpu_gib: float, headroom_gib: float = HEADROOM_GIB) -> GpuPlan:
     """The fastest plan whose peak plus `headroom_gib` fits `gpu_gib`: SDXL's VAE on the GPU, else
     the fp16-fix VAE on the GPU (a 15 GiB T4), else model CPU offload (slower, lowest peak)."""
     if gpu_gib <= 0:
-        raise ValueError(f"gpu_gib={gpu_gib!r} must be positive (the GPU's total memory in GiB)")
+        raise ConfigError(f"gpu_gib={gpu_gib!r} must be positive (the GPU's total memory in GiB)")
     fits = f"fits {gpu_gib:.1f} GiB with {headroom_gib:.1f} GiB to spare"
     if FP32_DECODE_PEAK_GIB + headroom_gib <= gpu_gib:
         return GpuPlan(
@@ -75,3 +80,11 @@ def gpu_plan(gpu_gib: float, headroom_gib: float = HEADROOM_GIB) -> GpuPlan:
         f"model CPU offload: even the fp16-fix VAE (about {FP16_DECODE_PEAK_GIB:.1f} GiB) would not fit "
         f"{gpu_gib:.1f} GiB; offload peaks at 9.86 GiB, about 3x slower per image",
     )
+
+
+def device_gpu_plan(device: str | torch.device) -> GpuPlan | None:
+    """:func:`gpu_plan` for the memory of CUDA `device`; None for any other device (nothing to plan)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return gpu_plan(torch.cuda.get_device_properties(device.index or 0).total_memory / 2**30)
