@@ -32,7 +32,10 @@ MAX_EMBEDDING_ABS = 1e4
 
 
 def resolve_fastface(fastface, num_inference_steps: int | None) -> FastFaceConfig:
-    """The config a call's ``fastface=`` argument means (see the module docstring)."""
+    """The config a call's ``fastface=`` argument means (see the module docstring);
+    ``num_inference_steps``, when given, must be an integer >= 1 (4.5 is refused, not truncated)."""
+    if num_inference_steps is not None:
+        num_inference_steps = integer(num_inference_steps, "num_inference_steps", low=1)
     if fastface is None:
         return FastFaceConfig.preset("baseline")
     if isinstance(fastface, FastFaceConfig):
