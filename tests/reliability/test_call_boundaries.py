@@ -45,12 +45,16 @@ PIPELINE_CALLS = [
     (lambda e: {"ip_adapter_image_embeds": [(e * 10).long()]}, InputError, ["float tensor"]),
     (lambda e: {"fastface": ff.FastFaceConfig.preset("dcg"), "num_inference_steps": 2}, ConfigError, ["4 steps"]),
     (
-        lambda e: {"fastface": "dcg", "num_inference_steps": 4.5},
+        lambda e: {"fastface": ff.FastFaceConfig.preset("dcg"), "num_inference_steps": 4.5},
         ConfigError,
         ["num_inference_steps", "4.5", "not rounded"],
     ),
     (lambda e: {"fastface": None, "num_inference_steps": "4"}, ConfigError, ["num_inference_steps", "'4'"]),
-    (lambda e: {"fastface": "dcg", "num_inference_steps": True}, ConfigError, ["num_inference_steps", "True"]),
+    (
+        lambda e: {"fastface": ff.FastFaceConfig.preset("dcg"), "num_inference_steps": True},
+        ConfigError,
+        ["num_inference_steps", "True"],
+    ),
 ]
 
 

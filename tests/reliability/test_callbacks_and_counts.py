@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import random_id_inputs
 
+import fastface_lite as ff
 from fastface_lite.errors import InputError
 
 PROMPT = "a photo of a person reading"
@@ -25,7 +26,7 @@ def call(pipe, **kwargs):
         "prompt": PROMPT,
         "height": 64,
         "width": 64,
-        "fastface": "dcg",
+        "fastface": ff.FastFaceConfig.preset("dcg"),
         "generator": torch.Generator().manual_seed(0),
         "output_type": "latent",
         **random_id_inputs(pipe).call_kwargs(),
