@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -75,34 +75,47 @@ def subprocess_env() -> dict:
     return env
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
 @contextlib.contextmanager
-def world_readable_tmp():
-    """A temporary folder that every user may enter (unlike pytest's tmp_path under root), for
-    `unwritable`; removed after."""
-    with tempfile.TemporaryDirectory(prefix="fastface-") as tmp:
-        os.chmod(tmp, 0o755)
-        yield Path(tmp)
+def _without_permission_override():
+    """This thread without CAP_DAC_OVERRIDE (Linux), the capability that lets root write where
+    permission bits forbid it; restored after. A thread's capabilities are its own: nothing else
+    in the process changes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = _CapHeader(0x20080522, 0), (_CapData * 2)()  # _LINUX_CAPABILITY_VERSION_3, this thread
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    effective = data[0].effective
+    data[0].effective &= ~(1 << 1)  # CAP_DAC_OVERRIDE
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+    try:
+        yield
+    finally:
+        data[0].effective = effective
+        libc.capset(ctypes.byref(header), data)
 
 
 @contextlib.contextmanager
 def unwritable(folder: Path):
-    """``folder`` and everything in it made read-only inside the block, restored after.
+    """``folder`` and everything in it read-only inside the block (permission bits), restored after.
 
-    Permission bits do not bind root (CI containers often run as root), so a root process also
-    takes the unprivileged user `nobody` as its effective user for the block (``os.seteuid``, undone
-    after): ``folder`` must then lie in a `world_readable_tmp`, and what the block imports must be
-    imported before (the interpreter may sit in a folder only root can read)."""
+    Permission bits do not bind root (CI containers often run as root): a root process also drops
+    CAP_DAC_OVERRIDE for the block, so they bind it as they bind any user."""
     paths = [folder, *folder.rglob("*")]
     modes = {p: p.stat().st_mode for p in paths}
     for p in paths:
         p.chmod(modes[p] & ~0o222 | (0o555 if p.is_dir() else 0o444))
-    root = os.geteuid() == 0
-    if root:
-        os.seteuid(65534)  # nobody
     try:
-        yield
+        with _without_permission_override() if os.geteuid() == 0 else contextlib.nullcontext():
+            yield
     finally:
-        if root:
-            os.seteuid(0)
         for p in reversed(paths):
             p.chmod(modes[p])

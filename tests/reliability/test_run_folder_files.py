@@ -18,7 +18,6 @@ import shutil
 import warnings
 from pathlib import Path
 
-import accelerate  # noqa: F401  (imported before `unwritable` may drop root: see runs.unwritable)
 import pytest
 
 from fastface_lite import cli
@@ -28,7 +27,7 @@ from fastface_lite.evaluation.run_folder import _LOCK_ENTRIES, RESULTS_JSONL, SE
 from fastface_lite.evaluation.runner import run_evaluation
 from fastface_lite.evaluation.summary import load_results
 
-from .runs import SMALL, SMALL_GRID, single_thread, unwritable, world_readable_tmp
+from .runs import SMALL, SMALL_GRID, single_thread, unwritable
 
 LOG = f"{SHARDS}/process-000.jsonl"
 
@@ -210,29 +209,30 @@ def test_resume_makes_again_exactly_the_items_whose_line_was_lost(run):
     assert {k: (run / r).read_bytes() for k, r in zip(table["key"], table["image"], strict=True)} == images
 
 
-def test_a_read_only_run_folder_is_refused_before_any_image_is_made_or_scored(finished_run, capsys, monkeypatch):
+def test_a_read_only_run_folder_is_refused_before_any_image_is_made_or_scored(
+    finished_run, tmp_path, capsys, monkeypatch
+):
     scored = []
     monkeypatch.setattr(runner.Scorers, "score", lambda self, *a: scored.append(a))
-    with world_readable_tmp() as tmp:
-        run = tmp / "run"
-        shutil.copytree(finished_run, run)
-        (tmp / "empty").mkdir()
-        before = snapshot(run)
-        commands = [
-            ["metrics", str(run), "--no-progress"],
-            ["eval", *SMALL, "--out", str(run), "--resume"],
-            ["eval", *SMALL, "--out", str(run), "--overwrite"],
-        ]
-        with unwritable(run):
-            codes = [cli.main(argv) for argv in commands]
-        with unwritable(tmp / "empty"):
-            codes += [cli.main(["eval", *SMALL, "--out", str(tmp / "empty")])]
-            codes += [cli.main(["eval", *SMALL, "--out", str(tmp / "empty" / "new")])]
-        assert snapshot(run) == before
+    run, empty = tmp_path / "run", tmp_path / "empty"
+    shutil.copytree(finished_run, run)
+    empty.mkdir()
+    before = snapshot(run)
+    commands = [
+        ["metrics", str(run), "--no-progress"],
+        ["eval", *SMALL, "--out", str(run), "--resume"],
+        ["eval", *SMALL, "--out", str(run), "--overwrite"],
+    ]
+    with unwritable(run):
+        codes = [cli.main(argv) for argv in commands]
+    with unwritable(empty):
+        codes += [cli.main(["eval", *SMALL, "--out", str(empty)])]
+        codes += [cli.main(["eval", *SMALL, "--out", str(empty / "new")])]
+    assert snapshot(run) == before
     assert codes == [2] * 5 and scored == []
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 5, errors
-    for line, folder in zip(errors, [run, run, run, tmp / "empty", tmp / "empty" / "new"], strict=True):
+    for line, folder in zip(errors, [run, run, run, empty, empty / "new"], strict=True):
         assert f"cannot write to {folder} (Permission denied)" in line and "choose another --out" in line, line
 
 
