@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from fastface_lite.errors import ConfigError, MissingFileError
-from fastface_lite.evaluation.run_folder import IMAGES, Identity, RunFolderError, sha256_file
+from fastface_lite.evaluation.run_folder import IMAGES, SETTINGS_FILE, Identity, RunFolder, RunFolderError, sha256_file
 from fastface_lite.faces.photos import face_names, face_path, load_prompts
 from fastface_lite.method.checkpoints import ADAPTERS, MODELS
 from fastface_lite.method.config import VARIANTS, FastFaceConfig
@@ -179,6 +179,45 @@ _JSON_KEYS = (
 )
 
 
+def _strings(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# what each stored setting must be (as RunSettings.to_json writes it) and that in words
+_JSON_TYPES = {
+    "mode": (lambda v: v in MODES, f"one of {list(MODES)}"),
+    "models": (lambda v: _strings(v) and bool(v), "a non-empty list of model names"),
+    "variants": (lambda v: _strings(v) and bool(v), "a non-empty list of variant names"),
+    "adapter": (lambda v: isinstance(v, str), "an adapter name (a string)"),
+    "seed": (_integer, "an integer"),
+    "num_steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "size": (lambda v: v is None or (_integer(v) and v > 0), "null or a positive integer"),
+    "clip_crop_bgr": (lambda v: isinstance(v, bool), "true or false"),
+    "identities": (
+        lambda v: (
+            isinstance(v, list)
+            and all(
+                isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("sha256"), str) for e in v
+            )
+        ),
+        'a list of {"name", "sha256"} objects',
+    ),
+    "prompts": (
+        lambda v: isinstance(v, dict) and all(_strings(p) for p in v.values()),
+        "an object of prompt set name -> list of prompts",
+    ),
+    "weights": (lambda v: isinstance(v, dict), "an object"),
+    "variant_configs": (
+        lambda v: isinstance(v, dict) and all(isinstance(c, dict) for c in v.values()),
+        'an object of "model/variant" -> config object',
+    ),
+}
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """What defines a run's results: stored in settings.json and compared on resume.
@@ -267,26 +306,38 @@ class RunSettings:
         return fields
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RunSettings:
+    def from_json(cls, data: Mapping[str, Any], source: str = "the stored settings") -> RunSettings:
         """Read settings.json's "settings" object (as `to_json` writes it; ``from_json(s.to_json()) == s``).
 
-        Raises `RunFolderError` when a key is missing or the layout is of another version.
+        Args:
+            data: the object.
+            source: where it was read, for the messages (the settings.json path).
+
+        Raises `RunFolderError`, naming ``source`` and the key, when the object is not a dict, a
+        key is missing, a value is not of its type or the layout is of another version.
         """
+        fix = "was it edited by hand? Restore it, or choose another --out (--overwrite deletes this run's results)"
+        if not isinstance(data, Mapping):
+            raise RunFolderError(f'{source}: "settings" is {type(data).__name__}, not an object; {fix}')
         missing = [key for key in _JSON_KEYS if key not in data]
         if missing:
-            raise RunFolderError(f"the stored settings lack {', '.join(missing)}; was settings.json edited by hand?")
+            raise RunFolderError(f"{source}: the stored settings lack {', '.join(missing)}; {fix}")
         if data["format"] != SETTINGS_FORMAT:
             raise RunFolderError(
-                f"the stored settings have format {data['format']!r}; this version reads format {SETTINGS_FORMAT} only"
+                f"{source}: the stored settings have format {data['format']!r}; this version reads format "
+                f"{SETTINGS_FORMAT} only"
             )
+        for key, (valid, words) in _JSON_TYPES.items():
+            if not valid(data[key]):
+                raise RunFolderError(f"{source}: {key} must be {words}, got {data[key]!r:.80}; {fix}")
         fields = {key: data[key] for key in _JSON_KEYS}
-        try:
-            fields["identities"] = {entry["name"]: entry["sha256"] for entry in data["identities"]}
-        except (KeyError, TypeError):
-            raise RunFolderError(
-                'the stored identities are not a list of {"name", "sha256"} objects; was settings.json edited by hand?'
-            ) from None
+        fields["identities"] = {entry["name"]: entry["sha256"] for entry in data["identities"]}
         return cls(**fields)
+
+    @classmethod
+    def stored_in(cls, folder: RunFolder) -> RunSettings:
+        """The settings a run folder was started with (its settings.json), checked as `from_json` does."""
+        return cls.from_json(folder.load_settings(), source=str(folder.path / SETTINGS_FILE))
 
 
 # ----------------------------------------------------------------------------------------------

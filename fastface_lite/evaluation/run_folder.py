@@ -142,11 +142,27 @@ def _json_line(record: Mapping[str, Any]) -> str:
     return json.dumps({k: _json_value(v) for k, v in record.items()}, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+def _record_problem(record) -> str | None:
+    """Why a parsed log line is not an item's record (None: it is one)."""
+    if not isinstance(record, dict):
+        return f"is a JSON {type(record).__name__}, not an object"
+    if not isinstance(record.get("key"), str):
+        return 'has no "key" string'
+    for name in ("finished_at", "metrics_at"):
+        value = record.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"has {name}={value!r:.40}, not a time in seconds"
+    return None
+
+
 def _read_jsonl(path: Path) -> tuple[list[dict], int]:
     """Records of a JSON-lines log and the byte length of its complete lines.
 
     A last line without its newline is what a kill mid-write leaves: it is ignored (and
-    `_repair_log` cuts it off). A complete line that is not JSON is skipped with a warning.
+    `_repair_log` cuts it off). A complete line that is not a record (not JSON, not UTF-8, or JSON
+    of another shape: not an object with a "key" string) is skipped with a warning naming the file
+    and the line; its item counts as not done, so ``--resume`` generates it again. Every other
+    line is kept.
     """
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1  # bytes up to and including the last newline
@@ -155,9 +171,19 @@ def _read_jsonl(path: Path) -> tuple[list[dict], int]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            warnings.warn(f"{path}: line {number} is not valid JSON and is ignored", stacklevel=2)
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            problem = "is not valid JSON (or not UTF-8)"
+        else:
+            problem = _record_problem(record)
+        if problem is None:
+            records.append(record)
+        else:
+            warnings.warn(
+                f"{path}: line {number} {problem}; it is ignored (its item, if any, counts as not done "
+                "and --resume generates it again)",
+                stacklevel=3,
+            )
     return records, end
 
 
@@ -337,11 +363,11 @@ class RunFolder:
                 "items are kept and skipped) or --overwrite to delete its results and start again "
                 "(Python: resume=True / overwrite=True)."
             )
-        stored = self._settings_file().get("settings", {})
+        stored = self.load_settings()
         diff = settings_differences(stored, json.loads(json.dumps(settings)))
         if diff:
             raise RunFolderError(
-                f"cannot resume {run_dir}: it was started with other settings:\n  "
+                f"cannot resume {run_dir}: its {SETTINGS_FILE} says it was started with other settings:\n  "
                 + "\n  ".join(diff)
                 + "\nRun the original command again, pass --overwrite to start over, or choose another --out."
             )
@@ -383,23 +409,33 @@ class RunFolder:
             stale.unlink(missing_ok=True)  # half-written files of a killed run
 
     # -- reading -------------------------------------------------------------------------------
-    def _settings_file(self) -> dict:
+    def _settings_file(self):
         path = self.path / SETTINGS_FILE
+        fix = "was it edited by hand? Restore it, or choose another --out (--overwrite deletes this run's results)"
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise RunFolderError(f"{self.path} is not an evaluation run folder (no {SETTINGS_FILE})") from None
+        except UnicodeDecodeError:
+            raise RunFolderError(f"{path} is not UTF-8 text; {fix}") from None
         except json.JSONDecodeError as err:
-            raise RunFolderError(f"{path} is not valid JSON ({err}); was it edited by hand?") from None
+            what = "is empty" if not err.doc.strip() else f"is not valid JSON ({err})"
+            raise RunFolderError(f"{path} {what}; {fix}") from None
+        except OSError as err:
+            raise RunFolderError(f"cannot read {path} ({err.strerror or err}); it must be a readable file") from None
 
     def load_settings(self) -> dict:
         """The stored settings (settings.json's "settings": give it to ``RunSettings.from_json``).
 
-        Raises `RunFolderError` when there is no settings.json or it is not JSON.
+        Raises `RunFolderError`, naming the file, when there is no settings.json, it cannot be
+        read, is not JSON, or holds no "settings" object.
         """
         stored = self._settings_file()
         if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
-            raise RunFolderError(f'{self.path / SETTINGS_FILE} holds no "settings" object; was it edited by hand?')
+            raise RunFolderError(
+                f'{self.path / SETTINGS_FILE} holds no "settings" object; was it edited by hand? Restore it, '
+                "or choose another --out (--overwrite deletes this run's results)"
+            )
         return stored["settings"]
 
     def records(self) -> dict[str, dict]:

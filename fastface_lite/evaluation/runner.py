@@ -364,22 +364,24 @@ def recompute_metrics(run_dir, *, progress: bool = True, device=None) -> pd.Data
 
     Uses the run's mode (settings.json) and its copies of the identity photos. Generation columns
     (seed, unet_evaluations, seconds, ...) are kept; metric columns are replaced and ``metrics_at``
-    is set, so a later ``--resume`` keeps the new numbers. Items not finished yet are left out (a
-    warning says how many).
+    is set, so a later ``--resume`` keeps the new numbers. Items not finished yet, or whose image
+    is missing or damaged, are left out (a warning says how many).
     """
     folder = RunFolder(run_dir)
     with folder.claim(create=False):
-        settings = RunSettings.from_json(folder.load_settings())
+        settings = RunSettings.stored_in(folder)
         if device is None:
             device = "cuda" if torch.cuda.is_available() and settings.mode == "full" else "cpu"
         scorers = Scorers(settings.mode, torch.device(device))
         records = folder.records()
+        finished = folder.finished()  # a record and an intact image: a damaged image is not scored
         grid = build_items(settings)
-        items = [item for item in grid if item.key in records]
+        items = [item for item in grid if item.key in finished]
         if len(grid) > len(items):
             warnings.warn(
-                f"{folder.path}: {len(grid) - len(items)} item(s) of the grid are not finished; "
-                f"scoring the {len(items)} that are",
+                f"{folder.path}: {len(grid) - len(items)} item(s) of the grid are not finished (or their "
+                f"image is missing or damaged: `fastface eval --resume` makes them again); scoring the "
+                f"{len(items)} that are",
                 stacklevel=2,
             )
         from PIL import Image

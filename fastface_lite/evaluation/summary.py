@@ -45,7 +45,7 @@ def load_results(run_dir) -> pd.DataFrame:
     Score columns are floats with NaN for a failure (JSON stores those as null).
     """
     folder = RunFolder(run_dir)
-    return _results(folder, RunSettings.from_json(folder.load_settings()))
+    return _results(folder, RunSettings.stored_in(folder))
 
 
 def _results(folder: RunFolder, settings: RunSettings) -> pd.DataFrame:
@@ -70,7 +70,7 @@ def finalize(folder: RunFolder) -> pd.DataFrame:
     """
     from fastface_lite.evaluation.metrics import aggregate
 
-    settings = RunSettings.from_json(folder.load_settings())
+    settings = RunSettings.stored_in(folder)
     table = _results(folder, settings)
     folder.write_records(table.to_dict("records"))
     folder.write_text(RESULTS_CSV, table.to_csv(index=False))

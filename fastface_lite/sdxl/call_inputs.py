@@ -8,15 +8,22 @@
   moved to the UNet's device and dtype. ``[cat([zeros, id, zeros])]`` (3 rows) is refused: the
   pipeline would read the last row as the identity and drop the one given.
 * ``id_clip_embeds`` (Plus v2): (2, n_images, S, D_clip), finite; moved likewise.
+* ``num_images_per_prompt``: an integer >= 1 (not a bool, not 2.5). The ID embeddings need no
+  count of their own: their two rows are one identity, shared by every image of the call.
+* ``latents``: when given, (prompts x num_images_per_prompt, C, height / 8, width / 8).
+* ``callback_on_step_end``: a callable, with ``callback_on_step_end_tensor_inputs`` a list of
+  names the pipeline offers. What it returns each step (`callback_result`) is None or a dict whose
+  keys are among those names; only ``latents`` may be replaced, by a float tensor of its shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 from fastface_lite.errors import ConfigError, InputError
+from fastface_lite.method.checks import integer
 from fastface_lite.method.config import FastFaceConfig
 
 # Identity embeddings are unit-norm (ArcFace normed_embedding, dlib descriptors) or a few tens
@@ -25,7 +32,10 @@ MAX_EMBEDDING_ABS = 1e4
 
 
 def resolve_fastface(fastface, num_inference_steps: int | None) -> FastFaceConfig:
-    """The config a call's ``fastface=`` argument means (see the module docstring)."""
+    """The config a call's ``fastface=`` argument means (see the module docstring);
+    ``num_inference_steps``, when given, must be an integer >= 1 (4.5 is refused, not truncated)."""
+    if num_inference_steps is not None:
+        num_inference_steps = integer(num_inference_steps, "num_inference_steps", low=1)
     if fastface is None:
         return FastFaceConfig.preset("baseline")
     if isinstance(fastface, FastFaceConfig):
@@ -109,3 +119,94 @@ def _embedding_size(layer) -> int | None:
         if module is not None:
             return module[0].proj.in_features
     return None
+
+
+def check_count(num_images_per_prompt) -> int:
+    """``num_images_per_prompt`` as an int >= 1 (an integral float such as 2.0 is accepted)."""
+    try:
+        return integer(num_images_per_prompt, "num_images_per_prompt", low=1)
+    except ConfigError as err:
+        raise InputError(str(err)) from None
+
+
+def check_latents(latents, images: int, channels: int, height: int, width: int, scale: int) -> None:
+    """A caller's starting ``latents`` have the shape the call will denoise (diffusers would only
+    fail inside the UNet, as a batch-size mismatch with the prompt embeddings)."""
+    if latents is None:
+        return
+    expected = (images, channels, height // scale, width // scale)
+    if not torch.is_tensor(latents) or not latents.is_floating_point():
+        raise InputError(f"latents must be a float torch tensor of shape {expected}, got {type(latents).__name__}")
+    if tuple(latents.shape) != expected:
+        raise InputError(
+            f"latents has shape {tuple(latents.shape)}; this call needs {expected} "
+            f"(prompts x num_images_per_prompt = {images} images of {height}x{width} px)"
+        )
+
+
+def _callback_name(callback) -> str:
+    return getattr(callback, "__qualname__", None) or type(callback).__name__
+
+
+def check_callback(callback, tensor_inputs, offered: Sequence[str]) -> tuple[str, ...]:
+    """``callback_on_step_end`` and its ``callback_on_step_end_tensor_inputs``, before any work:
+    the callback is callable (or None), the inputs a list of names among ``offered``."""
+    if callback is not None and not callable(callback):
+        raise InputError(
+            f"callback_on_step_end must be a function (pipe, step, timestep, tensors) -> dict, "
+            f"got {type(callback).__name__} {callback!r:.60}"
+        )
+    if isinstance(tensor_inputs, str) or not isinstance(tensor_inputs, Sequence):
+        raise InputError(
+            f"callback_on_step_end_tensor_inputs must be a list of names, got {tensor_inputs!r}; "
+            f"e.g. ['latents'] (offered: {list(offered)})"
+        )
+    unknown = [name for name in tensor_inputs if name not in offered]
+    if unknown:
+        raise InputError(
+            f"callback_on_step_end_tensor_inputs names {unknown}, which this pipeline does not offer; "
+            f"valid: {list(offered)}"
+        )
+    return tuple(tensor_inputs)
+
+
+def callback_result(
+    callback: Callable, returned, given: Mapping[str, torch.Tensor], latents: torch.Tensor
+) -> torch.Tensor:
+    """The latents (B, C, h, w) to go on with after ``callback`` returned ``returned`` for the
+    tensors ``given`` (those of callback_on_step_end_tensor_inputs).
+
+    None, or a dict handing the tensors back unchanged (diffusers' idiom), keeps the latents;
+    ``{"latents": x}`` replaces them with ``x``, a float tensor of their shape (moved to their
+    device and dtype). Anything else raises InputError naming the callback and the key.
+    """
+    if returned is None:
+        return latents
+    name = _callback_name(callback)
+    if not isinstance(returned, Mapping):
+        raise InputError(
+            f"callback_on_step_end {name} returned {type(returned).__name__}; it must return a dict "
+            f"of the tensors it was given (keys among {list(given)}) or None"
+        )
+    for key, value in returned.items():
+        if key not in given:
+            raise InputError(
+                f"callback_on_step_end {name} returned key {key!r}, which it was not given; it may "
+                f"return only keys of callback_on_step_end_tensor_inputs {list(given)}, and only 'latents' can be "
+                "replaced"
+            )
+        if key != "latents" and value is not given[key]:
+            raise InputError(
+                f"callback_on_step_end {name} replaced {key!r}; only 'latents' can be replaced "
+                "(hand the others back unchanged or leave them out)"
+            )
+    if "latents" not in returned or returned["latents"] is latents:
+        return latents
+    new = returned["latents"]
+    if not torch.is_tensor(new) or not new.is_floating_point() or new.shape != latents.shape:
+        got = f"shape {tuple(new.shape)} {new.dtype}" if torch.is_tensor(new) else type(new).__name__
+        raise InputError(
+            f"callback_on_step_end {name} returned 'latents' as {got}; it must be a float tensor of "
+            f"the latents' shape {tuple(latents.shape)}"
+        )
+    return new.to(device=latents.device, dtype=latents.dtype)

@@ -28,7 +28,14 @@ from fastface_lite.errors import ConfigError
 from fastface_lite.method import dcg
 from fastface_lite.method.branches import branches_for_step
 from fastface_lite.method.config import FastFaceConfig
-from fastface_lite.sdxl.call_inputs import check_id_inputs, resolve_fastface
+from fastface_lite.sdxl.call_inputs import (
+    callback_result,
+    check_callback,
+    check_count,
+    check_id_inputs,
+    check_latents,
+    resolve_fastface,
+)
 from fastface_lite.sdxl.processor import StepContext, install
 
 
@@ -140,11 +147,10 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                 "fastface_lite.sdxl.adapter.id_inputs builds them from a face embedding (and crop)"
             )
         ip_adapter_image_embeds, id_clip_embeds = check_id_inputs(self.unet, ip_adapter_image_embeds, id_clip_embeds)
-        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if unknown:
-            raise ValueError(
-                f"callback tensor inputs {sorted(unknown)} are not offered; valid: {self._callback_tensor_inputs}"
-            )
+        callback_on_step_end_tensor_inputs = check_callback(
+            callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs
+        )
+        num_images_per_prompt = check_count(num_images_per_prompt)
         if self.unet.config.time_cond_proj_dim is not None:
             raise ValueError(
                 "UNets with a guidance-scale embedding (full LCM UNets) are not supported; use the LCM LoRA"
@@ -177,6 +183,7 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         else:
             batch_size = prompt_embeds.shape[0]
         images = batch_size * num_images_per_prompt
+        check_latents(latents, images, self.unet.config.in_channels, height, width, self.vae_scale_factor)
 
         # 1. conditioning for the three branches
         pos_text, neg_text, pos_pooled, neg_pooled = self.encode_prompt(
@@ -246,17 +253,9 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                     result.timesteps.append(t_host)
                     if callback_on_step_end is not None:
                         tensors = {"latents": latents, "noise_pred": noise_pred}
-                        returned = (
-                            callback_on_step_end(
-                                self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
-                            )
-                            or {}
-                        )
-                        # diffusers' idiom returns the kwargs it was given; only latents may change
-                        changed = [k for k, v in returned.items() if k != "latents" and v is not tensors.get(k)]
-                        if changed:
-                            raise ValueError(f"callback replaced {sorted(changed)}; only 'latents' can be replaced")
-                        latents = returned.get("latents", latents)
+                        given = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                        returned = callback_on_step_end(self, i, t, given)
+                        latents = callback_result(callback_on_step_end, returned, given, latents)
                     progress.update()
         finally:
             installation.remove()

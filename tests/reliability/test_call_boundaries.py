@@ -5,6 +5,8 @@ contain. A pipeline call must refuse before any work: a forward hook counts UNet
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ import fastface_lite as ff
 from fastface_lite.errors import ConfigError, InputError, NothingRecorded
 from fastface_lite.inspect.trace import trace
 from fastface_lite.sdxl.adapter import id_inputs
+from fastface_lite.sdxl.call_inputs import check_id_inputs
 
 PROMPT = "a photo of a person reading"
 
@@ -41,6 +44,17 @@ PIPELINE_CALLS = [
     (lambda e: {"ip_adapter_image_embeds": [e.numpy()]}, InputError, ["torch tensor", "ndarray"]),
     (lambda e: {"ip_adapter_image_embeds": [(e * 10).long()]}, InputError, ["float tensor"]),
     (lambda e: {"fastface": ff.FastFaceConfig.preset("dcg"), "num_inference_steps": 2}, ConfigError, ["4 steps"]),
+    (
+        lambda e: {"fastface": ff.FastFaceConfig.preset("dcg"), "num_inference_steps": 4.5},
+        ConfigError,
+        ["num_inference_steps", "4.5", "not rounded"],
+    ),
+    (lambda e: {"fastface": None, "num_inference_steps": "4"}, ConfigError, ["num_inference_steps", "'4'"]),
+    (
+        lambda e: {"fastface": ff.FastFaceConfig.preset("dcg"), "num_inference_steps": True},
+        ConfigError,
+        ["num_inference_steps", "True"],
+    ),
 ]
 
 
@@ -73,6 +87,23 @@ def test_a_variant_name_and_float64_embeddings_are_accepted(tiny_faceid):
     by_name = call("fastface-am2", [inputs.image_embeds[0].double()])
     by_config = call(ff.FastFaceConfig.preset("fastface-am2"), inputs.image_embeds)
     torch.testing.assert_close(by_name, by_config, rtol=0, atol=1e-6)  # same float32 inputs after the cast
+
+
+def test_id_embeddings_on_another_device_are_moved_not_only_cast(tiny_plus):
+    """What the call hands the UNet sits on the UNet's device in its dtype, whatever the caller's
+    tensors were on. A CPU-only machine has one real device, so the UNet's stands in as torch's
+    `meta` device (shapes without data) next to the real adapter layers."""
+    inputs = random_id_inputs(tiny_plus)
+    unet = SimpleNamespace(
+        device=torch.device("meta"), dtype=torch.float16, encoder_hid_proj=tiny_plus.unet.encoder_hid_proj
+    )
+    (image_embeds,), clip_embeds = check_id_inputs(unet, [inputs.image_embeds[0].double()], inputs.clip_embeds.double())
+    assert (
+        (image_embeds.device, image_embeds.dtype)
+        == (clip_embeds.device, clip_embeds.dtype)
+        == (unet.device, unet.dtype)
+    )
+    assert image_embeds.shape == inputs.image_embeds[0].shape and clip_embeds.shape == inputs.clip_embeds.shape
 
 
 CROP = np.random.default_rng(0).integers(0, 256, size=(112, 112, 3), dtype=np.uint8)

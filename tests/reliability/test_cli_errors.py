@@ -89,3 +89,15 @@ def test_full_mode_without_face_weights_is_our_error_not_a_traceback(tmp_path):
 
     with pytest.raises(WeightsUnavailable, match="no_such_pack.*could not be downloaded.*dlib"):
         FaceAnalyzer("insightface", name="no_such_pack", root=str(tmp_path))
+
+
+def test_full_mode_without_hub_weights_is_our_error_not_a_traceback(tmp_path, monkeypatch):
+    """What `--mode full` meets offline for the SDXL weights (an empty hub cache, HF_HUB_OFFLINE):
+    WeightsUnavailable (exit 2 on the command line), saying why and how to run offline."""
+    import torch
+
+    from fastface_lite.sdxl.loading import load_pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailable, match=r"HF_HUB_OFFLINE is set and they are not cached.*--mode tiny"):
+        load_pipeline("hyper", device="cpu", dtype=torch.float32, cache_dir=tmp_path)

@@ -18,37 +18,11 @@ import pytest
 
 from fastface_lite import cli
 from fastface_lite.errors import RunFolderError
-from fastface_lite.evaluation.grid import EvalSpec
 from fastface_lite.evaluation.run_folder import OWNER_FILE, RunFolder, StaleLockWarning
 from fastface_lite.evaluation.runner import recompute_metrics, run_evaluation
 from fastface_lite.evaluation.summary import load_results
 
-from .runs import REPO, log_lines, single_thread, subprocess_env
-
-SMALL = [
-    "--identities",
-    "astronaut",
-    "--prompt-sets",
-    "realistic",
-    "--prompts-per-set",
-    "1",
-    "--variants",
-    "baseline",
-    "fastface-am2",
-    "--size",
-    "64",
-    "--mode",
-    "tiny",
-    "--no-progress",
-]
-SMALL_GRID = EvalSpec(
-    identities=("astronaut",),
-    prompt_sets=("realistic",),
-    prompts_per_set=1,
-    variants=("baseline", "fastface-am2"),
-    size=64,
-    mode="tiny",
-)
+from .runs import REPO, SMALL, SMALL_GRID, log_lines, single_thread, subprocess_env
 
 
 @pytest.fixture(scope="module", autouse=True)
