@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 
 from fastface_lite.errors import FastFaceError, user_error
 from fastface_lite.method.checkpoints import ADAPTERS, MODELS
@@ -151,25 +152,46 @@ def run_eval(args) -> int:
             mode=args.mode,
             clip_crop_bgr=not args.rgb_clip_crop,
         )
-        run_evaluation(
-            spec,
-            args.out,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            limit=args.limit,
-        )
+        with _loading_bars(shown=not args.no_progress):
+            run_evaluation(
+                spec,
+                args.out,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+                limit=args.limit,
+            )
     except (FastFaceError, FileNotFoundError) as err:  # a user error: one message, no traceback
         print(user_error("eval", err), file=sys.stderr)
         return 2
     return 0
 
 
+@contextmanager
+def _loading_bars(shown: bool):
+    """--no-progress also hides the weight-loading bars of diffusers and transformers. Their switch
+    is process-wide, so it is put back as found when the command returns (``cli.main`` may run
+    inside another program, e.g. a test or a notebook)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    before = [(lib, lib.is_progress_bar_enabled()) for lib in (diffusers_logging, transformers_logging)]
+    try:
+        if not shown:
+            for lib, _ in before:
+                lib.disable_progress_bar()
+        yield
+    finally:
+        for lib, enabled in before:
+            (lib.enable_progress_bar if enabled else lib.disable_progress_bar)()
+
+
 def run_metrics(args) -> int:
     from fastface_lite.evaluation.runner import recompute_metrics
 
     try:
-        recompute_metrics(args.run_dir, progress=not args.no_progress, device=args.device)
+        with _loading_bars(shown=not args.no_progress):
+            recompute_metrics(args.run_dir, progress=not args.no_progress, device=args.device)
     except (FastFaceError, FileNotFoundError) as err:
         print(user_error("metrics", err), file=sys.stderr)
         return 2

@@ -164,6 +164,7 @@ class _Generator:
         self.pipe, self._inputs = None, {}
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        from fastface_lite.sdxl.gpu_plan import device_gpu_plan
         from fastface_lite.sdxl.loading import load_pipeline
         from fastface_lite.sdxl.tiny import tiny_pipeline
 
@@ -175,6 +176,12 @@ class _Generator:
             pipe = load_pipeline(
                 model=model, steps=self.settings.num_steps, adapter=adapter, device=str(self.device), dtype=dtype
             )
+            # SDXL's own VAE on every GPU (images comparable across machines); offload where it
+            # would not fit (sdxl/gpu_plan.py, from measured peaks)
+            plan = device_gpu_plan(self.device, fp16_fix=False)
+            if plan is not None and plan.offload:
+                print(f"{model}: {plan.reason}", flush=True)
+                pipe.enable_model_cpu_offload(device=self.device)
         pipe.set_progress_bar_config(disable=True)
         self.pipe, self.model = pipe, model
 

@@ -53,9 +53,13 @@ class GpuPlan:
     reason: str
 
 
-def gpu_plan(gpu_gib: float, headroom_gib: float = HEADROOM_GIB) -> GpuPlan:
+def gpu_plan(gpu_gib: float, headroom_gib: float = HEADROOM_GIB, *, fp16_fix: bool = True) -> GpuPlan:
     """The fastest plan whose peak plus `headroom_gib` fits `gpu_gib`: SDXL's VAE on the GPU, else
-    the fp16-fix VAE on the GPU (a 15 GiB T4), else model CPU offload (slower, lowest peak)."""
+    the fp16-fix VAE on the GPU (a 15 GiB T4), else model CPU offload (slower, lowest peak).
+
+    `fp16_fix=False` keeps SDXL's own VAE whatever the GPU (offload where it does not fit): what
+    `fastface eval` does, so a run's images do not depend on the size of the GPU that made them.
+    """
     if gpu_gib <= 0:
         raise ConfigError(f"gpu_gib={gpu_gib!r} must be positive (the GPU's total memory in GiB)")
     fits = f"fits {gpu_gib:.1f} GiB with {headroom_gib:.1f} GiB to spare"
@@ -63,7 +67,7 @@ def gpu_plan(gpu_gib: float, headroom_gib: float = HEADROOM_GIB) -> GpuPlan:
         return GpuPlan(
             gpu_gib, "sdxl", False, FP32_DECODE_PEAK_GIB, f"SDXL's VAE, all on the GPU: peak 14.75 GiB {fits}"
         )
-    if FP16_DECODE_PEAK_GIB + headroom_gib <= gpu_gib:
+    if fp16_fix and FP16_DECODE_PEAK_GIB + headroom_gib <= gpu_gib:
         return GpuPlan(
             gpu_gib,
             "fp16-fix",
@@ -77,14 +81,19 @@ def gpu_plan(gpu_gib: float, headroom_gib: float = HEADROOM_GIB) -> GpuPlan:
         "sdxl",
         True,
         OFFLOAD_PEAK_GIB,
-        f"model CPU offload: even the fp16-fix VAE (about {FP16_DECODE_PEAK_GIB:.1f} GiB) would not fit "
-        f"{gpu_gib:.1f} GiB; offload peaks at 9.86 GiB, about 3x slower per image",
+        (
+            f"model CPU offload: even the fp16-fix VAE (about {FP16_DECODE_PEAK_GIB:.1f} GiB) would not fit "
+            if fp16_fix
+            else "model CPU offload: SDXL's VAE (14.75 GiB, kept for comparable images) would not fit "
+        )
+        + f"{gpu_gib:.1f} GiB; offload peaks at 9.86 GiB, about 3x slower per image",
     )
 
 
-def device_gpu_plan(device: str | torch.device) -> GpuPlan | None:
+def device_gpu_plan(device: str | torch.device, *, fp16_fix: bool = True) -> GpuPlan | None:
     """:func:`gpu_plan` for the memory of CUDA `device`; None for any other device (nothing to plan)."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    return gpu_plan(torch.cuda.get_device_properties(device.index or 0).total_memory / 2**30)
+    gib = torch.cuda.get_device_properties(device.index or 0).total_memory / 2**30
+    return gpu_plan(gib, fp16_fix=fp16_fix)

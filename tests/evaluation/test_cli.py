@@ -35,3 +35,33 @@ def test_choices_and_defaults_are_the_tables_and_the_spec():
         actions["steps"].default,
         tuple(actions["prompt_sets"].default),
     ) == (spec.adapter, spec.models, spec.seed, spec.num_steps, spec.prompt_sets)
+
+
+def test_no_progress_hides_loading_bars_during_the_command_and_puts_the_switch_back(monkeypatch, tmp_path):
+    import pytest
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from fastface_lite.evaluation import runner
+
+    seen = []
+
+    def fake_metrics(run_dir, *, progress, device):
+        seen.append(
+            (progress, diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled())
+        )
+
+    monkeypatch.setattr(runner, "recompute_metrics", fake_metrics)
+    assert diffusers_logging.is_progress_bar_enabled() and transformers_logging.is_progress_bar_enabled()
+    assert cli.main(["metrics", str(tmp_path), "--no-progress"]) == 0
+    assert cli.main(["metrics", str(tmp_path)]) == 0
+    assert seen == [(False, False, False), (True, True, True)]
+    assert diffusers_logging.is_progress_bar_enabled() and transformers_logging.is_progress_bar_enabled()
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(runner, "recompute_metrics", failing)
+    with pytest.raises(RuntimeError):
+        cli.main(["metrics", str(tmp_path), "--no-progress"])
+    assert diffusers_logging.is_progress_bar_enabled()  # put back on the way out of an error too

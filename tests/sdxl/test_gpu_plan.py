@@ -8,6 +8,7 @@ from fastface_lite.sdxl.gpu_plan import (
     FP32_DECODE_PEAK_GIB,
     HEADROOM_GIB,
     OFFLOAD_PEAK_GIB,
+    device_gpu_plan,
     gpu_plan,
 )
 
@@ -57,3 +58,16 @@ def test_a_bigger_headroom_moves_the_choice():
 def test_nonsense_gpu_size_is_refused(bad):
     with pytest.raises(ConfigError, match="gpu_gib"):
         gpu_plan(bad)
+
+
+@pytest.mark.parametrize("gpu_gib", [T4_GIB, 15.0, 16.0])
+def test_without_the_fp16_fix_vae_a_small_gpu_offloads_and_keeps_sdxls_vae(gpu_gib):
+    # what fastface eval asks for: the same decoder on every GPU, offload where it does not fit
+    assert gpu_plan(gpu_gib).vae == "fp16-fix"
+    plan = gpu_plan(gpu_gib, fp16_fix=False)
+    assert (plan.vae, plan.offload) == ("sdxl", True) and "comparable" in plan.reason
+    assert gpu_plan(79.2, fp16_fix=False) == gpu_plan(79.2)
+
+
+def test_no_plan_off_cuda():
+    assert device_gpu_plan("cpu") is None
