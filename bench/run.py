@@ -8,7 +8,9 @@ machine load hits all of them alike:
 * ``am off``: the variant's guidance with attention manipulation switched off.
 
 Ratios compare runs of the same model in this one process. Two models: the tiny test model and a
-mid-size SDXL-shaped UNet (random weights, fp32, CPU). Usage: ``python bench/run.py [--reps N]``;
+mid-size SDXL-shaped UNet (random weights, fp32, CPU). ``--threads`` sets torch's CPU threads (1 by
+default: on a shared CPU, OpenMP threads that wait on each other make a 2-thread run swing by
+several times, a 1-thread one by percents). Usage: ``python bench/run.py [--reps N]``;
 ``--device cuda --dtype float16 --sizes sdxl`` runs the full-size SDXL UNet shape on a GPU.
 """
 
@@ -144,7 +146,10 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU runs)")
     args = parser.parse_args(argv)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
     from diffusers.utils import logging as dlog
 
     dlog.set_verbosity_error()
