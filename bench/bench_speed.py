@@ -1,10 +1,11 @@
 """Benchmark: eager vs compiled, decoders, one sweep move (CPU tables of issue 13's interactive speed).
 
-Three tables, each measured side by side in this one process (medians of alternating runs):
+Three tables, each measured side by side in this one process (medians of alternating runs; times
+are the process's CPU seconds, see ``bench/run.py``, except the compile time, in wall seconds):
 
-1. eager vs ``pipe.compile()`` (torch.compile, inductor, CPU): seconds per image of FastFace-AM1 and
-   FastFace-AM2 (latents), and the compile time (the compiled runs' first call minus an eager call:
-   a 4-step run compiles one graph per step);
+1. eager vs ``pipe.compile()`` (torch.compile, inductor, CPU): seconds per image (latents) of
+   ``--compile-variants`` (FastFace-AM1) at ``--compile-sizes`` (tiny), and the compile time (the
+   compiled runs' first call minus an eager call: a 4-step run compiles one graph per step);
 2. decoders: SDXL's VAE architecture decoding in float32 (what the fp32 upcast runs), the same VAE in
    float16 (what the fp16-fix VAE runs; on a CPU float16 convolutions are not faster, so only the
    memory column transfers to a GPU) and the tiny preview decoder (AutoencoderTiny, taesdxl's
@@ -31,7 +32,7 @@ from diffusers import AutoencoderKL, AutoencoderTiny
 import fastface_lite as ff
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import build, timed  # noqa: E402  (bench/ is not a package)
+from run import build, clock, timed  # noqa: E402  (bench/ is not a package)
 
 # SDXL's VAE layout (diffusers' AutoencoderKL defaults otherwise)
 SDXL_VAE = dict(
@@ -44,18 +45,21 @@ SDXL_VAE = dict(
 )
 
 
-def compile_rows(size: str, reps: int) -> list[str]:
-    """Eager vs compiled seconds per image for two variants at one model size."""
+def compile_rows(size: str, reps: int, variants) -> list[str]:
+    """Eager vs compiled seconds per image for ``variants`` at one model size."""
     pipe, inputs = build(size, "cpu", torch.float32)
     rows = []
-    for name in ("fastface-am1", "fastface-am2"):
+    for name in variants:
         cfg = ff.FastFaceConfig.preset(name)
         timed(pipe, inputs, cfg, False, "cpu")  # warm-up
         eager_first = timed(pipe, inputs, cfg, False, "cpu")[0]
         torch._dynamo.reset()
         pipe.compile(cfg)
         try:
-            first = timed(pipe, inputs, cfg, False, "cpu")[0]
+            # compile time in wall seconds: inductor compiles in worker processes too
+            start = time.perf_counter()
+            timed(pipe, inputs, cfg, False, "cpu")
+            first = time.perf_counter() - start
             eager, compiled = [], []
             for _ in range(reps):  # alternate: uncompiling costs nothing, recompiling nothing either
                 compiled.append(timed(pipe, inputs, cfg, False, "cpu")[0])
@@ -120,9 +124,9 @@ def decoder_rows(px: int, reps: int) -> list[str]:
     seconds = {k: [] for k in decoders}
     for _ in range(reps):
         for k, (m, d) in decoders.items():
-            start = time.perf_counter()
+            start = time.process_time()
             decode(m, d)
-            seconds[k].append(time.perf_counter() - start)
+            seconds[k].append(time.process_time() - start)
     rows = []
     for k in decoders:
         rows.append(f"| {k} | {px} | {statistics.median(seconds[k]):.3f} | {memory[k]:.0f} |")
@@ -137,7 +141,8 @@ def sweep_rows(size: str, reps: int) -> list[str]:
     cfg = ff.FastFaceConfig.preset("fastface-am1")
 
     def move(preview: bool) -> float:
-        start = time.perf_counter()
+        now = clock("cpu")
+        start = now()
         for seed in (0, 1):
             latents = pipe(
                 prompt="a photo of a person",
@@ -147,7 +152,7 @@ def sweep_rows(size: str, reps: int) -> list[str]:
                 **inputs.call_kwargs(),
             ).images
             pipe.latents_to_images(latents, "pil", preview=preview)
-        return time.perf_counter() - start
+        return now() - start
 
     move(True)
     runs = {True: [], False: []}
@@ -168,19 +173,25 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--decode-px", type=int, default=256)
     parser.add_argument("--no-compile", action="store_true")
+    # inductor compiles C++ for every graph (one per step): minutes per variant and size on 2 cores
+    parser.add_argument("--compile-sizes", nargs="+", default=["tiny"], choices=["tiny", "mid"])
+    parser.add_argument("--compile-variants", nargs="+", default=["fastface-am1"], choices=ff.VARIANTS)
     args = parser.parse_args(argv)
     from diffusers.utils import logging as dlog
 
     dlog.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    head = f"cpu, float32, torch {torch.__version__}, {args.threads} thread(s), median of {args.reps} alternating runs"
+    head = (
+        f"cpu, float32, torch {torch.__version__}, {args.threads} thread(s), CPU seconds, "
+        f"median of {args.reps} alternating runs"
+    )
     out = []
     if not args.no_compile:
         out += ["", f"## eager vs pipe.compile() (inductor), latents; {head}"]
         out += ["| model | variant | s eager | s compiled | speed-up | compile s (first call - eager) |"]
         out += ["|---|---|---|---|---|---|"]
-        for size in args.sizes:
-            out += compile_rows(size, args.reps)
+        for size in args.compile_sizes:
+            out += compile_rows(size, args.reps, args.compile_variants)
     out += ["", f"## decoders, one image, random weights; {head}", "| decoder | px | s | peak RSS growth MiB |"]
     out += ["|---|---|---|---|"]
     out += decoder_rows(args.decode_px, args.reps)

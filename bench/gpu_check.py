@@ -17,7 +17,7 @@ Sections, each a table in the output file:
    (max abs difference).
 
     python bench/gpu_check.py --device cuda --dtype float16          # on the GPU, ~5-8 min
-    python bench/gpu_check.py --small --reps 1 --no-compile          # CPU smoke test, shrunken shapes
+    python bench/gpu_check.py --small --reps 1 --backend eager       # CPU smoke test, shrunken shapes
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cap-gib", type=float, default=15.0)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend of section 6 (eager: smoke test)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     from diffusers.utils import logging as dlog
@@ -205,7 +206,7 @@ def main(argv=None):
             eager_latents = latents_of(pipe, inputs, cfg, size)
             torch._dynamo.reset()
             try:
-                with pipe.compiled(cfg):
+                with pipe.compiled(cfg, backend=args.backend):
                     for call in range(args.reps + 2):  # call 0 compiles; later ones reuse the graphs
                         s = run(pipe, inputs, cfg, size, device, "latent")[0]
                         out.append(f"| {name} | {call} | {s:.3f} | {eager_s:.3f} | |")
