@@ -98,6 +98,7 @@ lab: setup
 
 bench: setup
 	$(PY) bench/run.py
+	$(PY) bench/bench_speed.py
 	$(PY) bench/bench_recorder.py
 
 clean:

@@ -11,11 +11,13 @@ Sections, each a table in the output file:
    seconds and peak GiB of one 1024 px decode;
 4. end to end FastFace-AM2 with the fp16 VAE: uncapped vs capped at ``--cap-gib`` (no offload);
 5. one sweep move: 2 seeds, FastFace-AM1, preview decoder;
-6. eager vs ``torch.compile`` of the UNet (compile time = first call minus an eager call; note that
-   the pipeline installs its processors per call, so a recompile per call shows up here).
+6. eager vs ``pipe.compile(cfg)`` (persistent processors, fused FaceID LoRA, torch.compile'd UNet,
+   CUDA graphs via mode "reduce-overhead" on CUDA): seconds per image per call (call 0 compiles;
+   compile time = call 0 minus the eager median) and whether the compiled latents match eager
+   (max abs difference).
 
     python bench/gpu_check.py --device cuda --dtype float16          # on the GPU, ~5-8 min
-    python bench/gpu_check.py --small --reps 1 --no-compile          # CPU smoke test, shrunken shapes
+    python bench/gpu_check.py --small --reps 1 --backend eager       # CPU smoke test, shrunken shapes
 """
 
 from __future__ import annotations
@@ -55,6 +57,18 @@ def peak(device) -> float:
 def median_run(pipe, inputs, cfg, size, device, reps, output_type="latent"):
     runs = [run(pipe, inputs, cfg, size, device, output_type) for _ in range(reps)]
     return statistics.median(r[0] for r in runs), max(r[1] for r in runs), runs[0][2]
+
+
+def latents_of(pipe, inputs, cfg, size):
+    return pipe(
+        prompt="a photo of a person reading in a park",
+        fastface=cfg,
+        height=size,
+        width=size,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+        **inputs.call_kwargs(),
+    ).images
 
 
 def sync_check(pipe, inputs, size, device) -> list[str]:
@@ -114,6 +128,7 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cap-gib", type=float, default=15.0)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend of section 6 (eager: smoke test)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     from diffusers.utils import logging as dlog
@@ -183,20 +198,23 @@ def main(argv=None):
     out.append(f"| {statistics.median(moves):.3f} |")
 
     if not args.no_compile:
-        out += ["", "## 6. eager vs torch.compile(pipe.unet)", "| variant | call | s |", "|---|---|---|"]
-        eager_unet = pipe.unet
-        try:
-            pipe.unet = torch.compile(eager_unet)
-            for name in ("fastface-am1", "fastface-am2"):
-                cfg = ff.FastFaceConfig.preset(name)
-                for call in range(args.reps + 2):  # first = compile; later ones show recompiles
-                    s = run(pipe, inputs, cfg, size, device, "latent")[0]
-                    out.append(f"| {name} | {call} | {s:.3f} |")
-                    print(out[-1], file=sys.stderr)
-        except Exception as error:  # a compile failure is a result here, not a crash
-            out.append(f"| failed | | {type(error).__name__}: {str(error).splitlines()[0][:150]} |")
-        finally:
-            pipe.unet = eager_unet
+        out += ["", "## 6. eager vs pipe.compile(cfg)", "| variant | call | s | eager median s | max abs diff |"]
+        out.append("|---|---|---|---|---|")
+        for name in ("fastface-am1", "fastface-am2"):
+            cfg = ff.FastFaceConfig.preset(name)
+            eager_s, _, _ = median_run(pipe, inputs, cfg, size, device, args.reps)
+            eager_latents = latents_of(pipe, inputs, cfg, size)
+            torch._dynamo.reset()
+            try:
+                with pipe.compiled(cfg, backend=args.backend):
+                    for call in range(args.reps + 2):  # call 0 compiles; later ones reuse the graphs
+                        s = run(pipe, inputs, cfg, size, device, "latent")[0]
+                        out.append(f"| {name} | {call} | {s:.3f} | {eager_s:.3f} | |")
+                        print(out[-1], file=sys.stderr)
+                    diff = (latents_of(pipe, inputs, cfg, size).float() - eager_latents.float()).abs().max()
+                    out[-1] = out[-1][: -len(" |")] + f" {float(diff):.2e} |"
+            except Exception as error:  # a compile failure is a result here, not a crash
+                out.append(f"| {name} | failed | | | {type(error).__name__}: {str(error).splitlines()[0][:150]} |")
 
     text = "\n".join(out) + "\n"
     print(text)

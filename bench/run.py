@@ -8,7 +8,10 @@ machine load hits all of them alike:
 * ``am off``: the variant's guidance with attention manipulation switched off.
 
 Ratios compare runs of the same model in this one process. Two models: the tiny test model and a
-mid-size SDXL-shaped UNet (random weights, fp32, CPU). Usage: ``python bench/run.py [--reps N]``;
+mid-size SDXL-shaped UNet (random weights, fp32, CPU). ``--threads`` sets torch's CPU threads (1 by
+default: on a shared CPU, OpenMP threads that wait on each other make a 2-thread run swing by
+several times, a 1-thread one by percents); on the CPU the times are the process's CPU time
+(``time.process_time``), so other jobs on the machine do not inflate them. Usage: ``python bench/run.py [--reps N]``;
 ``--device cuda --dtype float16 --sizes sdxl`` runs the full-size SDXL UNet shape on a GPU.
 """
 
@@ -61,10 +64,17 @@ def build(size: str, device: str, dtype: torch.dtype):
     return pipe, id_inputs(pipe, emb / np.linalg.norm(emb), crop)
 
 
+def clock(device: str):
+    """The timer: wall time on a GPU; on the CPU the process's CPU time, which other jobs on a
+    shared machine do not inflate (with one torch thread it equals the wall time of an idle run)."""
+    return time.perf_counter if device != "cpu" else time.process_time
+
+
 def timed(pipe, inputs, cfg, all_branches: bool, device: str):
     if device == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    now = clock(device)
+    start = now()
     out = pipe(
         prompt="a photo of a person",
         fastface=cfg,
@@ -75,7 +85,7 @@ def timed(pipe, inputs, cfg, all_branches: bool, device: str):
     )
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start, out.unet_evaluations
+    return now() - start, out.unet_evaluations
 
 
 def variants():
@@ -144,7 +154,10 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU runs)")
     args = parser.parse_args(argv)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
     from diffusers.utils import logging as dlog
 
     dlog.set_verbosity_error()
@@ -152,7 +165,9 @@ def main(argv=None):
     rows = []
     for size in args.sizes:
         rows += bench_size(size, args.reps, args.device, dtype)
-    print(f"device {args.device}, {args.dtype}, torch threads {torch.get_num_threads()}, median of {args.reps}")
+    timer = "CPU seconds" if args.device == "cpu" else "wall seconds"
+    threads = torch.get_num_threads()
+    print(f"device {args.device}, {args.dtype}, torch threads {threads}, median of {args.reps}, {timer}")
     print(markdown(rows))
 
 

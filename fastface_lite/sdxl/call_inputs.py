@@ -73,9 +73,11 @@ def _tensor(x, what: str, ndim: int, shape_words: str) -> torch.Tensor:
     return x
 
 
-def check_id_inputs(unet, image_embeds, clip_embeds):
+def check_id_inputs(unet, image_embeds, clip_embeds, device: torch.device | None = None):
     """``(image_embeds, clip_embeds)`` checked against the adapters loaded on ``unet`` and moved to
-    its device and dtype (see the module docstring). Raises InputError naming the input."""
+    `device` (the pipeline's execution device: under model CPU offload the UNet waits on the CPU
+    but runs on the GPU; default ``unet.device``) and the adapter's dtype (see the module
+    docstring). Raises InputError naming the input."""
     projection = getattr(unet, "encoder_hid_proj", None)
     layers = list(getattr(projection, "image_projection_layers", []) or [])
     if isinstance(image_embeds, torch.Tensor) or not isinstance(image_embeds, Sequence):
@@ -87,7 +89,10 @@ def check_id_inputs(unet, image_embeds, clip_embeds):
         raise InputError(
             f"ip_adapter_image_embeds holds {len(image_embeds)} tensors for {len(layers)} loaded IP adapter(s)"
         )
-    device, dtype = unet.device, unet.dtype
+    # the adapter's own dtype: reading ``unet.dtype`` walks every parameter of the UNet
+    weights = next(iter(projection.parameters()), None) if projection is not None else None
+    dtype = weights.dtype if weights is not None else unet.dtype
+    device = unet.device if device is None else torch.device(device)
     checked = []
     for index, x in enumerate(image_embeds):
         what = f"ip_adapter_image_embeds[{index}]"

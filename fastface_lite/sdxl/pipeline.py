@@ -7,7 +7,9 @@ Reads top to bottom like diffusers' SDXL pipeline. What differs:
 * the ID inputs (FaceID embedding, and for Plus v2 the CLIP crop embeddings) are laid out per
   branch: "no ID" branches get the negative (all-zero) embedding;
 * FastFace attention processors are installed for the call and removed afterwards, with the
-  step index set explicitly before every UNet evaluation.
+  step index set explicitly before every UNet evaluation; ``pipe.compile(cfg)`` instead keeps
+  them installed, fuses the FaceID LoRA and compiles the UNet until ``pipe.uncompile()``
+  (:mod:`fastface_lite.sdxl.compile`).
 
     out = pipe(prompt="a person reading", ip_adapter_image_embeds=[torch.cat([zeros, id_embed])],
                fastface=ff.FastFaceConfig.preset("fastface-am2"), generator=torch.Generator().manual_seed(0))
@@ -16,6 +18,7 @@ Reads top to bottom like diffusers' SDXL pipeline. What differs:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,10 +27,11 @@ from diffusers import StableDiffusionXLPipeline
 from diffusers.pipelines.stable_diffusion_xl.pipeline_output import StableDiffusionXLPipelineOutput
 from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import retrieve_timesteps
 
-from fastface_lite.errors import ConfigError
+from fastface_lite.errors import ConfigError, InputError
 from fastface_lite.method import dcg
 from fastface_lite.method.branches import branches_for_step
 from fastface_lite.method.config import FastFaceConfig
+from fastface_lite.sdxl import compile as fast_path
 from fastface_lite.sdxl.call_inputs import (
     callback_result,
     check_callback,
@@ -64,15 +68,25 @@ class _BranchInputs:
     pooled: list  # (B, D_pooled)
     id_embeds: list  # per adapter: list over branches of (B, n_images, ...) ID embeddings
     clip_embeds: dict  # projection layer -> list over branches of (B, n_images, S, D)
+    time_ids: torch.Tensor  # (1, 6) SDXL size conditioning, the same for every branch
+    # branches -> the batched tensors above; built once per distinct branch set of the call (a
+    # 4-step run has at most two), not at every step. Lives and dies with the call.
+    _batches: dict = field(default_factory=dict)
 
-    def batch(self, branches):
-        pick = lambda per_branch: torch.cat([per_branch[k] for k in branches])  # noqa: E731
-        return (
-            pick(self.text),
-            pick(self.pooled),
-            [pick(per_adapter) for per_adapter in self.id_embeds],
-            {layer: pick(per_branch) for layer, per_branch in self.clip_embeds.items()},
-        )
+    def batch(self, branches: tuple[int, ...]):
+        """(text (nB, L, D), pooled (nB, D_pooled), ID embeds per adapter, CLIP embeds per layer,
+        time ids (nB, 6)) for the n branches in ``branches``, concatenated in that order."""
+        if branches not in self._batches:
+            pick = lambda per_branch: torch.cat([per_branch[k] for k in branches])  # noqa: E731
+            text = pick(self.text)
+            self._batches[branches] = (
+                text,
+                pick(self.pooled),
+                [pick(per_adapter) for per_adapter in self.id_embeds],
+                {layer: pick(per_branch) for layer, per_branch in self.clip_embeds.items()},
+                self.time_ids.repeat(text.shape[0], 1),
+            )
+        return self._batches[branches]
 
 
 class FastFacePipeline(StableDiffusionXLPipeline):
@@ -83,6 +97,54 @@ class FastFacePipeline(StableDiffusionXLPipeline):
     # load_pipeline(preview_decoder=True) or tiny_pipeline(preview_decoder=True). A plain attribute,
     # not a pipeline component: saving, offload and `pipe.to` leave it alone.
     preview_decoder = None
+    # what pipe.compile() changed (fastface_lite.sdxl.compile.CompiledState), None when eager
+    _compiled_state = None
+
+    # -- the compiled fast path (fastface_lite.sdxl.compile) -------------------------------------
+    def compile(
+        self,
+        fastface: FastFaceConfig | str | None = None,
+        mode: str | None = None,
+        backend: str = "inductor",
+        dynamic: bool | None = False,
+    ) -> FastFacePipeline:
+        """Keep FastFace's processors installed, fuse the FaceID LoRA and ``torch.compile`` the UNet.
+
+        Explicit, persistent state until :meth:`uncompile` (or use :meth:`compiled` as a context
+        manager). Calls afterwards must use ``fastface.faceid_lora_scale`` (the fused weight;
+        another one is refused with ConfigError); other settings may change per call (a new
+        attention config compiles new graphs). The first call of each step compiles: time it.
+
+        Args:
+            fastface: the config the calls will use (its LoRA weight is fused; default baseline).
+            mode: ``torch.compile`` mode; default "reduce-overhead" (CUDA graphs) on CUDA with
+                inductor, inductor's default elsewhere. CUDA-graph modes are refused off CUDA.
+            backend: ``torch.compile`` backend ("inductor"; "aot_eager"/"eager" compile in
+                seconds without a C++ compiler, for tests).
+            dynamic: passed to ``torch.compile`` (False: one graph per shape).
+        Returns:
+            the pipeline itself.
+        """
+        fast_path.check_compilable(self)
+        cfg = resolve_fastface(fastface, None)
+        self._compiled_state = fast_path.compile_unet(self, cfg, mode, backend, dynamic)
+        return self
+
+    def uncompile(self) -> None:
+        """Undo :meth:`compile`: eager UNet, LoRA unfused, the original processors back."""
+        if self._compiled_state is None:
+            raise ConfigError("the pipeline is not compiled; nothing to undo")
+        state, self._compiled_state = self._compiled_state, None
+        fast_path.uncompile_unet(self, state)
+
+    @contextlib.contextmanager
+    def compiled(self, fastface: FastFaceConfig | str | None = None, **options):
+        """``with pipe.compiled(cfg): pipe(...)``: :meth:`compile` on entry, :meth:`uncompile` on exit."""
+        self.compile(fastface, **options)
+        try:
+            yield self
+        finally:
+            self.uncompile()
 
     @torch.no_grad()
     def __call__(
@@ -142,17 +204,20 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                 f"{cfg.num_steps} steps; pass a config built for {num_inference_steps} steps"
             )
         if ip_adapter_image_embeds is None:
-            raise ValueError(
+            raise InputError(
                 "FastFacePipeline needs ip_adapter_image_embeds=[torch.cat([zeros, id_embedding])]; "
                 "fastface_lite.sdxl.adapter.id_inputs builds them from a face embedding (and crop)"
             )
-        ip_adapter_image_embeds, id_clip_embeds = check_id_inputs(self.unet, ip_adapter_image_embeds, id_clip_embeds)
+        device = self._execution_device  # once: diffusers walks every module looking for offload hooks
+        ip_adapter_image_embeds, id_clip_embeds = check_id_inputs(
+            self.unet, ip_adapter_image_embeds, id_clip_embeds, device=device
+        )
         callback_on_step_end_tensor_inputs = check_callback(
             callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs
         )
         num_images_per_prompt = check_count(num_images_per_prompt)
         if self.unet.config.time_cond_proj_dim is not None:
-            raise ValueError(
+            raise ConfigError(
                 "UNets with a guidance-scale embedding (full LCM UNets) are not supported; use the LCM LoRA"
             )
 
@@ -177,7 +242,6 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             callback_on_step_end_tensor_inputs,
         )
         self._interrupt = False
-        device = self._execution_device
         if prompt is not None:
             batch_size = 1 if isinstance(prompt, str) else len(prompt)
         else:
@@ -200,9 +264,6 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
         )
         id_pairs = self.prepare_ip_adapter_image_embeds(None, ip_adapter_image_embeds, device, images, True)
-        inputs = self._branch_inputs(
-            cfg.guidance.dcg_type, (neg_text, pos_text), (neg_pooled, pos_pooled), id_pairs, id_clip_embeds, images
-        )
         add_time_ids = self._get_add_time_ids(
             original_size,
             crops_coords_top_left,
@@ -212,6 +273,19 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             if self.text_encoder_2 is not None
             else int(pos_pooled.shape[-1]),
         ).to(device)
+        # the ID inputs are already in the UNet's dtype (check_id_inputs): reading unet.dtype again
+        # would walk every module of the UNet (diffusers looks for offload hooks there)
+        inputs = self._branch_inputs(
+            cfg.guidance.dcg_type,
+            (neg_text, pos_text),
+            (neg_pooled, pos_pooled),
+            id_pairs,
+            id_clip_embeds,
+            images,
+            add_time_ids,
+            device,
+            ip_adapter_image_embeds[0].dtype if ip_adapter_image_embeds else self.unet.dtype,
+        )
 
         # 2. schedule and starting noise
         timesteps, _ = retrieve_timesteps(self.scheduler, cfg.num_steps, device, timesteps, sigmas)
@@ -227,23 +301,35 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         # The step bookkeeping (branch planning, guidance weights, the processors' step context)
         # reads the timesteps as Python floats: one device-to-host copy here, none per step.
         step_times = [float(x) for x in timesteps.tolist()]
+        # the plan of the whole run, made once before the loop: which branches each step
+        # evaluates and their names (what the processors' step context reports)
+        names = dcg.BRANCH_NAMES[cfg.guidance.dcg_type]
+        plan = [(0, 1, 2) if evaluate_all_branches else branches_for_step(cfg, i, t) for i, t in enumerate(step_times)]
+        plan_names = [tuple(names[k] for k in branches) for branches in plan]
 
-        unet_kwargs = self._unet_kwargs(cross_attention_kwargs, cfg.faceid_lora_scale)
-        context = StepContext(batch_per_branch=images)
         result = FastFaceOutput(images=None)
         saved_clip = {layer: layer.clip_embeds for layer in inputs.clip_embeds}
+        state = self._compiled_state
+        if state is None:  # eager: processors for this call only
+            unet_kwargs = self._unet_kwargs(cross_attention_kwargs, cfg.faceid_lora_scale)
+            context = StepContext(batch_per_branch=images)
+            installation = install(self.unet, cfg.attention, context, ip_scale=cfg.ip_adapter_scale)
+        else:  # compiled: the persistent processors; the LoRA weight is fused, not passed
+            context = fast_path.prepare_call(state, cfg)
+            context.batch_per_branch = images
+            unet_kwargs = self._unet_kwargs(cross_attention_kwargs, 1.0)
+            installation = None
 
-        # 3. the loop; processors and CLIP embeddings are restored however the loop ends
-        installation = install(self.unet, cfg.attention, context, ip_scale=cfg.ip_adapter_scale)
+        # 3. the loop; processors, step context and CLIP embeddings are restored however it ends
         try:
             with self.progress_bar(total=len(timesteps)) as progress:
                 for i, (t, t_host) in enumerate(zip(timesteps, step_times, strict=True)):
                     if self.interrupt:
                         continue
-                    branches = (0, 1, 2) if evaluate_all_branches else branches_for_step(cfg, i, t_host)
+                    branches = plan[i]
                     context.step_index, context.timestep, context.branches = i, t_host, branches
-                    context.branch_names = tuple(dcg.BRANCH_NAMES[cfg.guidance.dcg_type][k] for k in branches)
-                    noise_pred = self._evaluate_branches(latents, t, branches, inputs, add_time_ids, unet_kwargs)
+                    context.branch_names = plan_names[i]
+                    noise_pred = self._evaluate_branches(latents, t, branches, inputs, unet_kwargs)
                     if cfg.guidance.record_norms:
                         result.guidance_norms.append(dcg.term_norms(noise_pred, cfg.guidance.dcg_type))
                     noise_pred = dcg.combine(noise_pred, i, t_host, cfg.guidance)
@@ -258,7 +344,9 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                         latents = callback_result(callback_on_step_end, returned, given, latents)
                     progress.update()
         finally:
-            installation.remove()
+            if installation is not None:
+                installation.remove()
+            context.step_index, context.timestep, context.branches, context.branch_names = None, None, (), ()
             for layer, value in saved_clip.items():
                 layer.clip_embeds = value
 
@@ -269,8 +357,11 @@ class FastFacePipeline(StableDiffusionXLPipeline):
         return result
 
     # -- helpers, in the order the call uses them ------------------------------------------------
-    def _branch_inputs(self, dcg_type, text_pair, pooled_pair, id_pairs, clip_pair, images) -> _BranchInputs:
-        """Lay out (negative, positive) conditioning for the three branches of ``dcg_type``."""
+    def _branch_inputs(
+        self, dcg_type, text_pair, pooled_pair, id_pairs, clip_pair, images, time_ids, device, dtype
+    ) -> _BranchInputs:
+        """Lay out (negative, positive) conditioning for the three branches of ``dcg_type``
+        (``device``, ``dtype``: the call's execution device and the UNet's dtype)."""
         conditions = dcg.BRANCH_CONDITIONS[dcg_type]
         text = [text_pair[has_text] for has_text, _ in conditions]
         pooled = [pooled_pair[has_text] for has_text, _ in conditions]
@@ -285,22 +376,22 @@ class FastFacePipeline(StableDiffusionXLPipeline):
                 continue  # plain FaceID: no CLIP input
             pair = clip_pair if clip_pair is not None and index == 0 else layer.clip_embeds
             if pair is None:
-                raise ValueError(
+                raise InputError(
                     f"image_projection_layers[{index}].clip_embeds is not set: FaceID Plus needs the CLIP "
                     "hidden states of cat([zero image, face crop]); pass id_clip_embeds "
                     "(see fastface_lite.sdxl.adapter)"
                 )
             # on the execution device: the projection layer reads it as an attribute, which model
             # CPU offload's hooks (they move forward() arguments only) would leave behind
-            pair = pair.to(device=self._execution_device, dtype=self.unet.dtype)
+            pair = pair.to(device=device, dtype=dtype)
             negative, positive = (_expand(x, images, "clip_embeds") for x in pair.chunk(2))
             clip_embeds[layer] = [(negative, positive)[has_id] for _, has_id in conditions]
-        return _BranchInputs(text, pooled, id_embeds, clip_embeds)
+        return _BranchInputs(text, pooled, id_embeds, clip_embeds, time_ids)
 
     def _unet_kwargs(self, cross_attention_kwargs, lora_scale) -> dict:
         kwargs = dict(cross_attention_kwargs or {})
         if "scale" in kwargs:
-            raise ValueError(
+            raise ConfigError(
                 "set the FaceID LoRA weight with FastFaceConfig.faceid_lora_scale, not cross_attention_kwargs['scale']"
             )
         if lora_scale != 1.0:
@@ -314,9 +405,9 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             kwargs["scale"] = lora_scale
         return kwargs
 
-    def _evaluate_branches(self, latents, t, branches, inputs: _BranchInputs, add_time_ids, unet_kwargs):
+    def _evaluate_branches(self, latents, t, branches, inputs: _BranchInputs, unet_kwargs):
         """One UNet call on the requested branches -> list of three (B, C, H, W) or None."""
-        text, pooled, id_embeds, clip_embeds = inputs.batch(branches)
+        text, pooled, id_embeds, clip_embeds, time_ids = inputs.batch(branches)
         for layer, value in clip_embeds.items():
             layer.clip_embeds = value
         sample = self.scheduler.scale_model_input(torch.cat([latents] * len(branches)), t)
@@ -327,7 +418,7 @@ class FastFacePipeline(StableDiffusionXLPipeline):
             cross_attention_kwargs=unet_kwargs,
             added_cond_kwargs={
                 "text_embeds": pooled,
-                "time_ids": add_time_ids.repeat(text.shape[0], 1),
+                "time_ids": time_ids,
                 "image_embeds": id_embeds,
             },
             return_dict=False,
@@ -391,4 +482,4 @@ def _expand(x: torch.Tensor, images: int, what: str) -> torch.Tensor:
         return x
     if x.shape[0] == 1:
         return x.repeat(images, *([1] * (x.ndim - 1)))
-    raise ValueError(f"{what} holds {x.shape[0]} entries per branch; expected 1 or {images}")
+    raise InputError(f"{what} holds {x.shape[0]} entries per branch; expected 1 or {images}")

@@ -210,21 +210,29 @@ def _checked_masks(masks, scales, ip_states):
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class Installation:
-    """FastFace processors installed on one UNet; ``remove()`` restores the originals exactly."""
+    """FastFace processors installed on one UNet; ``remove()`` restores the originals exactly.
+
+    Attributes:
+        originals, processors: layer name ("...attn2.processor") -> the processor before and after.
+        slots: (attention module, original processor) per installed layer: ``remove()`` puts each
+            original back on its module directly, without walking the UNet again.
+    """
 
     unet: torch.nn.Module
     originals: dict
     processors: dict
     context: StepContext
+    slots: list = field(default_factory=list)
     _hooks: list = field(default_factory=list)
 
     def remove(self) -> None:
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
-        if self.originals is not None:
-            self.unet.set_attn_processor(self.originals)
-            self.originals = None
+        for module, original in self.slots:
+            module.set_processor(original)
+        self.slots = []
+        self.originals = None
 
     def __enter__(self):
         return self
@@ -237,6 +245,19 @@ class Installation:
 def ip_attention_layers(unet) -> dict:
     """The IP-Adapter cross-attention processors of a UNet, by layer name ("...attn2.processor")."""
     return {name: proc for name, proc in unet.attn_processors.items() if isinstance(proc, IPAdapterAttnProcessor2_0)}
+
+
+def _ip_attention_modules(unet) -> dict:
+    """Layer name ("...attn2") -> the attention module whose processor is an IP-Adapter one.
+
+    One walk over the UNet's modules; diffusers' ``attn_processors``/``set_attn_processor`` walk it
+    once each (three walks per install and remove), which on a small UNet costs as much as a step.
+    """
+    return {
+        name: module
+        for name, module in unet.named_modules()
+        if isinstance(getattr(module, "processor", None), IPAdapterAttnProcessor2_0)
+    }
 
 
 def install(
@@ -263,26 +284,27 @@ def install(
             ``("uncond", "cond")``); the batch is split evenly among them. None leaves the
             branches unnamed (``context.branches == ()``, the whole batch counted as one).
     """
-    layers = ip_attention_layers(unet)
-    if not layers:
+    modules = _ip_attention_modules(unet)
+    if not modules:
         raise ValueError(
             "this UNet has no IP-Adapter attention layers: load the adapter first "
             "(pipe.load_ip_adapter(...)) before using FastFace attention"
         )
-    attention.check_tokens(min(min(p.num_tokens) for p in layers.values()))
+    attention.check_tokens(min(min(m.processor.num_tokens) for m in modules.values()))
     context = context if context is not None else StepContext()
-    originals = dict(unet.attn_processors)
-    processors = dict(originals)
-    for name, proc in layers.items():
+    originals, processors, slots = {}, {}, []
+    for layer, module in modules.items():
+        proc = module.processor
         base, inherited = proc, None
         if isinstance(proc, FastFaceAttnProcessor):  # nested: wrap the stock one, keep its observer
             base, inherited = proc.original, proc.observer
-        layer = name[: -len(".processor")]
-        processors[name] = FastFaceAttnProcessor(
+        new = FastFaceAttnProcessor(
             base, layer, attention, context, ip_scale, observer if observer is not None else inherited
         )
-    unet.set_attn_processor(processors)
-    installation = Installation(unet, originals, processors, context)
+        originals[f"{layer}.processor"], processors[f"{layer}.processor"] = proc, new
+        slots.append((module, proc))
+        module.set_processor(new)
+    installation = Installation(unet, originals, processors, context, slots)
     if scheduler is not None:
         installation._hooks.append(_track_steps(unet, scheduler, context, branch_names))
     return installation

@@ -90,20 +90,21 @@ def test_a_variant_name_and_float64_embeddings_are_accepted(tiny_faceid):
 
 
 def test_id_embeddings_on_another_device_are_moved_not_only_cast(tiny_plus):
-    """What the call hands the UNet sits on the UNet's device in its dtype, whatever the caller's
-    tensors were on. A CPU-only machine has one real device, so the UNet's stands in as torch's
-    `meta` device (shapes without data) next to the real adapter layers."""
+    """What the call hands the UNet sits on the execution device (default: the UNet's) in the
+    adapter's dtype, whatever the caller's tensors were on. A CPU-only machine has one real device,
+    so torch's `meta` device (shapes without data) stands in for the other one."""
     inputs = random_id_inputs(tiny_plus)
-    unet = SimpleNamespace(
-        device=torch.device("meta"), dtype=torch.float16, encoder_hid_proj=tiny_plus.unet.encoder_hid_proj
-    )
-    (image_embeds,), clip_embeds = check_id_inputs(unet, [inputs.image_embeds[0].double()], inputs.clip_embeds.double())
-    assert (
-        (image_embeds.device, image_embeds.dtype)
-        == (clip_embeds.device, clip_embeds.dtype)
-        == (unet.device, unet.dtype)
-    )
-    assert image_embeds.shape == inputs.image_embeds[0].shape and clip_embeds.shape == inputs.clip_embeds.shape
+    adapter_dtype = next(tiny_plus.unet.encoder_hid_proj.parameters()).dtype
+    unet = SimpleNamespace(device=torch.device("meta"), encoder_hid_proj=tiny_plus.unet.encoder_hid_proj)
+    given = [inputs.image_embeds[0].double()], inputs.clip_embeds.double()
+    for device, expected in ((None, unet.device), ("meta", torch.device("meta"))):
+        (image_embeds,), clip_embeds = check_id_inputs(unet, *given, device=device)
+        assert (
+            (image_embeds.device, image_embeds.dtype)
+            == (clip_embeds.device, clip_embeds.dtype)
+            == (expected, adapter_dtype)
+        )
+        assert image_embeds.shape == inputs.image_embeds[0].shape and clip_embeds.shape == inputs.clip_embeds.shape
 
 
 CROP = np.random.default_rng(0).integers(0, 256, size=(112, 112, 3), dtype=np.uint8)
