@@ -1,4 +1,4 @@
-"""Benchmark: eager vs compiled, decoders, one sweep move (CPU tables of issue 13's interactive speed).
+"""Benchmark: eager vs compiled, decoders, one sweep move (the CPU tables of the README's benchmark section).
 
 Three tables, each measured side by side in this one process (medians of alternating runs; times
 are the process's CPU seconds, see ``bench/run.py``, except the compile time, in wall seconds):

@@ -1,4 +1,4 @@
-"""Prepared GPU check for issue 13 (not run on a CPU-only machine): full-size SDXL shapes, random
+"""Prepared GPU check of the interactive-speed targets (not run on a CPU-only machine): full-size SDXL shapes, random
 weights, fp16, 1024 px, 4 steps, under a T4-sized memory cap. Writes the raw tables to bench/results/.
 
 Sections, each a table in the output file:
