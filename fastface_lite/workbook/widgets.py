@@ -235,6 +235,7 @@ class SweepExplorer:
         if photo is not None:
             self._set_photo(photo, analyzer)
         self.last: SweepResult | None = None
+        self._stale = True  # True while the controls differ from what `last` ran
         self.runs = 0
         self._baseline: _Baseline | None = None
         self._holding = False  # True while controls are set in bulk: one regeneration at the end
@@ -459,12 +460,21 @@ class SweepExplorer:
         self._after_change()
 
     def _after_change(self) -> SweepResult | None:
+        self._stale = True  # the controls differ from what `last` ran until a run succeeds
         if self.auto_update:
             return self.regenerate()
         self.message.value = "Controls changed: press <b>Generate</b> to run them."
         return None
 
     # -- generation -------------------------------------------------------------------------------
+    def current(self) -> SweepResult | None:
+        """The result for the controls as they are now: the last move's when it ran them, else a
+        run now (what pressing Generate does). Code that sets controls and then reads the images
+        works the same whether the explorer regenerates on release or waits for Generate."""
+        if self.last is not None and not self._stale:
+            return self.last
+        return self.regenerate()
+
     def regenerate(self) -> SweepResult | None:
         """Run the pipeline for every seed with the current controls and refresh the outputs.
 
@@ -478,6 +488,7 @@ class SweepExplorer:
             self.message.value = _error_html(error, "not run: ")
             return None
         self.runs += 1
+        self._stale = False
         self.message.value = ""
         self.images.value = figure_png(self._grid(result), dpi=80)
         self.plot.value = figure_png(schedule_and_norms(result.weights, result.norms), dpi=80)

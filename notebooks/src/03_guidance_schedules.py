@@ -282,13 +282,14 @@ explorer = SweepExplorer(pipe, inputs, PROMPT, model="hyper", seeds=(0, 1), pres
 explorer
 
 # %% [markdown]
-# The explorer is an ordinary object: what the sliders do, code can do too, and its last result
-# holds the numbers.
+# The explorer is an ordinary object: what the sliders do, code can do too, and its result holds
+# the numbers. `explorer.current()` is the last move's result, or, where the explorer waits for
+# **Generate**, the run that pressing it makes.
 
 # %%
 explorer.b_steps[1].value = 5.0
 explorer.b_steps[2].value = 5.0
-result = explorer.last
+result = explorer.current()
 print("a, b per step:", [(round(a, 2), round(b, 2)) for a, b in result.weights])
 print("UNet evaluations per image:", result.planned)
 print("unweighted term 2 norm per step:", [round(n["term2"], 3) for n in result.norms])
@@ -313,8 +314,9 @@ print("last move: UNet evaluations", result.move_evaluations, "| baseline reused
 # %%
 explorer.shape.value = "pcs"
 explorer.power.value = 2.0
-print("pcs schedule, a and b per step:", [(round(a, 3), round(b, 3)) for a, b in explorer.last.weights])
-print("UNet evaluations per image:", explorer.last.planned)
+result = explorer.current()
+print("pcs schedule, a and b per step:", [(round(a, 3), round(b, 3)) for a, b in result.weights])
+print("UNet evaluations per image:", result.planned)
 
 # %% [markdown]
 # `pcs` is 0 at t = 999, so the first step has a = b = 0: λ = (1, 0, 0), a **purely
@@ -327,7 +329,8 @@ print("UNet evaluations per image:", explorer.last.planned)
 
 # %%
 explorer.apply_preset("fastface-am1")  # back to the preset (the sliders above are live again)
-fig = schedule_and_norms(explorer.last.weights, explorer.last.norms)
+result = explorer.current()
+fig = schedule_and_norms(result.weights, result.norms)
 path = wb.save(fig, "03_sweep")
 print("saved", path.relative_to(wb.figures.parent))
 fig

@@ -91,6 +91,17 @@ def test_without_auto_update_a_move_waits_for_generate(tiny_plus):
     assert explorer.runs == 1 and explorer.last.weights[1][0] == 2.0 and explorer.message.value == ""
 
 
+def test_current_runs_only_when_the_controls_changed_since_the_last_run(tiny_plus):
+    # code (a notebook cell) reads the result the same way whether the explorer waits for Generate
+    explorer = _explorer(tiny_plus)
+    first = explorer.current()
+    assert explorer.runs == 1 and first is explorer.last
+    assert explorer.current() is first and explorer.runs == 1  # nothing changed: no run
+    explorer.a_steps[1].value = 2.0
+    second = explorer.current()
+    assert explorer.runs == 2 and second is not first and second.weights[1][0] == 2.0
+
+
 # ------------------------------------------------------------------- what the explorer shows
 @pytest.fixture(scope="module")
 def shown(tiny_plus):
