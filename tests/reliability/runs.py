@@ -1,20 +1,17 @@
-"""Helpers of the run-folder tests here: subprocess environment, log lines, torch on one thread
-(the same reasons as tests/evaluation/tiny_runs.py: a small shared CPU box)."""
+"""Helpers of the run-folder tests here: the small grid and read-only folders (the run helpers
+shared with tests/evaluation/ live in tests/support/runs.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 from pathlib import Path
 
-import torch
+from support.runs import REPO, log_lines, single_thread, subprocess_env  # noqa: F401 (shared with the tests here)
 
 from fastface_lite.evaluation.grid import EvalSpec
-from fastface_lite.evaluation.run_folder import SHARDS
 
-REPO = Path(__file__).resolve().parents[2]
 # the grid of the run-folder tests: one identity x one prompt x two variants at 64 px, tiny mode
 SMALL = [
     "--identities",
@@ -40,39 +37,6 @@ SMALL_GRID = EvalSpec(
     size=64,
     mode="tiny",
 )
-
-
-@contextlib.contextmanager
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def log_lines(run: Path) -> list[dict]:
-    """Every record of every process log of ``run``."""
-    lines = []
-    for log in sorted((run / SHARDS).glob("*.jsonl")):
-        lines += [json.loads(line) for line in log.read_text().splitlines()]
-    return lines
-
-
-def subprocess_env() -> dict:
-    """Offline tiny mode on one thread, importing this tree (not an installed copy)."""
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        FASTFACE_MODE="tiny",
-        OMP_NUM_THREADS="1",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONPATH=str(REPO),
-    )
-    env.pop("WORLD_SIZE", None)
-    env.pop("LOCAL_RANK", None)
-    return env
 
 
 class _CapHeader(ctypes.Structure):
