@@ -181,5 +181,6 @@ check(
 #   score; **05** runs the paper's evaluation protocol on a small grid.
 # * Expected runtime: each notebook runs in under about 30 s in tiny mode on a CPU. In full mode the
 #   first run downloads over 10 GB of weights (minutes on Colab); after that a 4-step 1024 px image
-#   takes 0.6-1.0 s of UNet time on an H200 (README's benchmark, `bench/results/`) — no T4 was
-#   measured; expect it several times slower (a T4 has roughly a tenth of an H200's fp16 compute).
+#   takes 0.6-1.0 s of UNet time on an H200 (README's benchmark, `bench/results/`). No T4 was
+#   measured: an estimated 5-10 s on a T4 (the H200's times 8-10, the factor
+#   `fastface_lite.workbook.runtimes` states; a T4 has roughly a tenth of an H200's fp16 compute).

@@ -26,9 +26,10 @@
 #
 # **Runtime.** About 30 s in tiny mode on a 2-core CPU. Full mode: the first run downloads the
 # weights (over 10 GB: several minutes on Colab), then the notebook generates a dozen 4-step
-# images; at SDXL's size one takes 0.6-1.0 s of UNet time on an H200 (README's benchmark). No T4
-# was measured; expect seconds to tens of seconds per image there (`wb.describe()` below says
-# whether model CPU offload, about 3x slower, is on), a few minutes for the notebook after the download.
+# images; at SDXL's size one takes 0.6-1.0 s of UNet time on an H200 (README's benchmark), well
+# under a minute for the notebook there. No T4 was measured: an estimated 5-10 s per image (8-10x
+# the H200's, see `fastface_lite.workbook.runtimes`), 1-2 minutes for the notebook after the
+# download; `wb.describe()` below says whether model CPU offload (about 3x slower) is on.
 
 # %%
 import fastface_lite as ff

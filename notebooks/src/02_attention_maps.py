@@ -28,8 +28,8 @@
 #
 # **Runtime.** About 30 s in tiny mode on a 2-core CPU. Full mode: one recorded 4-step
 # FastFace-AM2 image; recording costs 1.2-1.4x a plain run at SDXL's size on an H200 (README's
-# benchmark), about 1-1.5 s per image there after the weights are downloaded; no T4 was measured
-# (expect several times slower).
+# benchmark), about 1-1.5 s per image there after the weights are downloaded; no T4 was measured:
+# an estimated 10-15 s per image (8-10x the H200's, `fastface_lite.workbook.runtimes`).
 
 # %%
 import fastface_lite as ff

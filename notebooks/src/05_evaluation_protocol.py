@@ -25,8 +25,8 @@
 # **Runtime.** About 30 s in tiny mode on a 2-core CPU. Full mode, the small grid (4 images): a
 # minute or two after the weights are downloaded (over 10 GB on the first run). The opt-in full
 # protocol (720 images): the UNet alone takes 0.6-1.0 s per image on an H200 (README's benchmark),
-# so about 10-15 minutes there with decoding and scoring on top; no T4 was measured, expect an
-# hour or more.
+# so about 10-15 minutes there with decoding and scoring on top; no T4 was measured: an estimated
+# 1.5-2.5 hours (8-10x the H200's, `fastface_lite.workbook.runtimes`).
 
 # %%
 import fastface_lite as ff
@@ -289,7 +289,7 @@ for label, call in {
 #
 # In full mode (a Colab GPU, see the set-up cell at the top), the cell below runs the protocol:
 # both shipped identities (add your own photo by path), all prompts of both sets, all six
-# variants, Hyper-SD 4-step. That is 2 x 60 x 6 = 720 images at 1024 px; expect an hour or more on
+# variants, Hyper-SD 4-step. That is 2 x 60 x 6 = 720 images at 1024 px; an estimated 1.5-2.5 hours on
 # a T4 (not measured) and 10-15 minutes on an H200-class GPU. It is off by default: set
 # `FULL_PROTOCOL = True` in the cell below to run it. With `resume=True` it is safe to run again
 # after a disconnect; to survive the end of the Colab session, mount Google Drive first and set
