@@ -72,6 +72,7 @@ Decision = Literal["new", "resume", "overwrite"]
 LOCK_FILE = ".fastface-run.lock"
 OWNER_FILE = ".fastface-run.owner.json"
 _LOCK_ENTRIES = (LOCK_FILE, OWNER_FILE)
+_LOCK_TEMPS = (f".{OWNER_FILE}.tmp-",)  # atomic_write's name for the owner file being written
 
 
 class StaleLockWarning(UserWarning):
@@ -224,8 +225,10 @@ class AppendLog:
 
 
 def _entries(run_dir: Path) -> list[str]:
-    """What a folder holds apart from the lock of `RunFolder.claim`."""
-    return [p.name for p in run_dir.iterdir() if p.name not in _LOCK_ENTRIES]
+    """What a folder holds apart from the lock of `RunFolder.claim`: its lock and owner files, and
+    the owner file's temporary copy while `atomic_write` writes it (the other processes of a
+    multi-process run look at the folder while the main process is claiming it)."""
+    return [p.name for p in run_dir.iterdir() if not p.name.startswith(_LOCK_ENTRIES + _LOCK_TEMPS)]
 
 
 def _around(text: str, at: int, width: int = 100) -> str:

@@ -89,6 +89,19 @@ def identities():
     return resolve_identities(EVAL_GRID.identities)
 
 
+def test_a_folder_being_claimed_counts_as_new_for_the_other_processes(settings, tmp_path):
+    # a multi-process run: the workers decide while the main process holds the lock and is still
+    # writing its owner file (atomic_write's temporary copy, slow to fsync on a busy disk)
+    run_dir = tmp_path / "claiming"
+    run_dir.mkdir()
+    for name in (".fastface-run.lock", ".fastface-run.owner.json", ".fastface-run.owner.json.tmp-4242"):
+        (run_dir / name).write_text("")
+    assert RunFolder(run_dir).decide(settings.to_json(), False, False) == "new"
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="not an evaluation run folder"):
+        RunFolder(run_dir).decide(settings.to_json(), False, False)
+
+
 def test_decide_reads_the_folder_and_refuses_what_it_must(settings, identities, tmp_path):
     stored = settings.to_json()
     assert RunFolder(tmp_path / "missing").decide(stored, False, False) == "new"
