@@ -72,7 +72,7 @@ stamp "test tools, pinned so they move nothing installed"
 "$PY" -m pip freeze --exclude-editable | grep -v "^fastface" > "$WORK/frozen.txt"
 "$PY" -m pip install -q -c "$WORK/frozen.txt" pytest nbclient nbformat 2>&1 | quiet_pip
 
-stamp "the five notebooks, tiny mode, plain execution (two at a time: each kernel uses one thread)"
+stamp "the six notebooks, tiny mode, plain execution (two at a time: each kernel uses one thread)"
 cp "$REPO"/notebooks/*.ipynb "$WORK/"
 (cd "$WORK" && JUPYTER_DATA_DIR="$WORK/jupyter" JUPYTER_CONFIG_DIR="$WORK/jupyter" "$PY" - <<'EOF'
 import sys
