@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make colab-check: the notebooks' Colab set-up in a fresh virtualenv that stands in for a Colab
-# runtime, then the five notebooks (tiny mode) and the import-surface tests against what it installed.
+# runtime, then the six notebooks (tiny mode) and the import-surface tests against what it installed.
 #
 # The stand-in: torch 2.14.1 + torchvision 0.29.1 (a matched pair of another release than the
 # lock's torch 2.13.0; pip takes both from this machine's disk) and the versions Colab ships of the
