@@ -17,6 +17,8 @@ from conftest import random_id_inputs
 import fastface_lite as ff
 from fastface_lite.errors import InputError
 
+from .refusals import refused_before_any_unet_work
+
 PROMPT = "a photo of a person reading"
 
 
@@ -110,16 +112,7 @@ BEFORE_WORK = [
 
 @pytest.mark.parametrize(("kwargs", "words"), BEFORE_WORK, ids=[w[0] for _, w in BEFORE_WORK])
 def test_callbacks_counts_and_latents_are_refused_before_any_work(tiny_faceid, kwargs, words):
-    evaluations = []
-    hook = tiny_faceid.unet.register_forward_pre_hook(lambda *a: evaluations.append(1))
-    try:
-        with pytest.raises(InputError) as info:
-            call(tiny_faceid, **kwargs)
-    finally:
-        hook.remove()
-    for word in words:
-        assert word in str(info.value), (word, str(info.value))
-    assert evaluations == []
+    refused_before_any_unet_work(tiny_faceid, InputError, lambda: call(tiny_faceid, **kwargs), words)
 
 
 def test_images_per_prompt_share_the_one_identity(tiny_faceid):
